@@ -1,0 +1,43 @@
+"""The `dl-run` console script: a Hydra app over conf/.
+
+Only Hydra is imported here, so `dl-run --help` and config errors answer without loading torch.
+"""
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from dlrun import resolvers  # noqa: F401  (registers ${coalesce:}, ${minus:}, ${run_id:})
+
+log = logging.getLogger("dlrun")
+
+
+def config_dir() -> str:
+    """The repository's conf/ when running from a source checkout (editable installs included),
+    else the copy shipped inside the wheel."""
+    here = Path(__file__).resolve().parent
+    checkout = here.parents[1]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "conf" / "train.yaml").is_file():
+        return str(checkout / "conf")
+    return str(here / "conf")
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    from dlrun.errors import DlrunError
+    from dlrun.run import run
+
+    try:
+        return run(cfg)
+    except DlrunError as err:
+        log.error("error: %s", err)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""Checkpoint files: written atomically (temp file, fsync, rename), loaded without unpickling code."""
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dlrun.errors import DlrunError
+
+
+def save_atomic(obj: dict, path: Path) -> None:
+    """A crash mid-write leaves the previous file intact: readers only ever see a complete checkpoint."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load(path: Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise DlrunError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a truncated or foreign file: say which and why, in one line
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DlrunError(f"checkpoint {path} could not be read ({first_line})") from None
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    kind, key, *rest = state["numpy"]
+    np.random.set_state((kind, key.numpy(), *rest))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def find_resumable(run_dir: Path, runs_root: Path) -> Path | None:
+    """For trainer.resume=auto: this run dir's last.ckpt, else the newest unfinished run's under runs_root."""
+    own = Path(run_dir) / "last.ckpt"
+    if own.is_file():
+        return own
+    candidates = []
+    for ckpt in Path(runs_root).glob("*/last.ckpt"):
+        metrics = ckpt.parent / "metrics.json"
+        finished = metrics.is_file() and '"status": "completed"' in metrics.read_text()
+        if not finished:
+            candidates.append(ckpt)
+    return max(candidates, key=lambda p: p.stat().st_mtime, default=None)

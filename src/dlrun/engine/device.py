@@ -1,0 +1,64 @@
+"""Device selection and mixed precision (autocast + GradScaler)."""
+
+from contextlib import AbstractContextManager
+
+import torch
+
+from dlrun.errors import DlrunError
+
+PRECISIONS = ("32", "bf16-mixed", "16-mixed")
+
+
+def select_device(spec: str = "auto") -> torch.device:
+    """`auto` picks CUDA, then MPS, then the CPU; explicit requests are checked against the hardware."""
+    spec = str(spec)
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise DlrunError(f"trainer.device={spec!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DlrunError(f"trainer.device={spec} but CUDA is not available here; use trainer.device=auto or cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DlrunError(
+                f"trainer.device={spec} but only {torch.cuda.device_count()} CUDA device(s) exist "
+                f"(cuda:0..cuda:{torch.cuda.device_count() - 1})"
+            )
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise DlrunError("trainer.device=mps but MPS is not available here; use trainer.device=auto or cpu")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise DlrunError(f"trainer.device={spec!r} is not supported; use auto, cpu, cuda, cuda:N or mps")
+    return device
+
+
+class Precision:
+    """`32`, `bf16-mixed` or `16-mixed` on a given device: an autocast context and a grad scaler."""
+
+    def __init__(self, precision: str | int, device: torch.device):
+        precision = str(precision)
+        if precision not in PRECISIONS:
+            raise DlrunError(f"trainer.precision={precision!r} is unknown; choose one of {', '.join(PRECISIONS)}")
+        if precision == "16-mixed" and device.type != "cuda":
+            raise DlrunError(
+                f"trainer.precision=16-mixed needs a CUDA device (this run uses {device.type}); "
+                "use trainer.precision=bf16-mixed or 32"
+            )
+        if precision == "bf16-mixed" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise DlrunError(
+                f"trainer.precision=bf16-mixed is not supported by {torch.cuda.get_device_name(device)}; "
+                "use trainer.precision=16-mixed or 32"
+            )
+        self.name = precision
+        self.device = device
+        self.dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
+        # A disabled scaler passes scale/unscale/step/update straight through, so the loop has one path.
+        self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
+
+    def autocast(self) -> AbstractContextManager:
+        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None)
