@@ -1,5 +1,6 @@
 """Checkpoint files: written atomically (temp file, fsync, rename), loaded without unpickling code."""
 
+import json
 import os
 import random
 from pathlib import Path
@@ -57,14 +58,18 @@ def set_rng_state(state: dict) -> None:
 
 
 def find_resumable(run_dir: Path, runs_root: Path) -> Path | None:
-    """For trainer.resume=auto: this run dir's last.ckpt, else the newest unfinished run's under runs_root."""
+    """For trainer.resume=auto: this run dir's last.ckpt, else the newest last.ckpt under runs_root whose run
+    neither completed nor was continued by a later run."""
     own = Path(run_dir) / "last.ckpt"
     if own.is_file():
         return own
-    candidates = []
+    candidates, continued = [], set()
     for ckpt in Path(runs_root).glob("*/last.ckpt"):
-        metrics = ckpt.parent / "metrics.json"
-        finished = metrics.is_file() and '"status": "completed"' in metrics.read_text()
-        if not finished:
+        metrics_file = ckpt.parent / "metrics.json"
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        if metrics.get("resumed_from"):
+            continued.add(Path(metrics["resumed_from"]).resolve())
+        if metrics.get("status") != "completed":
             candidates.append(ckpt)
+    candidates = [c for c in candidates if c.resolve() not in continued]
     return max(candidates, key=lambda p: p.stat().st_mtime, default=None)

@@ -1,0 +1,83 @@
+"""Every option of every config group composes, resolves and builds."""
+
+import pytest
+import torch
+from conftest import CONF_DIR
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from dlrun.run import model_node
+
+GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra")
+OPTIONS = [
+    (group, str(path.relative_to(CONF_DIR / group).with_suffix("")))
+    for group in GROUPS
+    for path in sorted((CONF_DIR / group).rglob("*.yaml"))
+]
+
+
+def test_groups_are_the_documented_ones():
+    assert set(GROUPS) >= {"model", "data", "optim", "sched", "trainer", "logger", "paths", "experiment", "task"}
+
+
+@pytest.mark.parametrize("group, option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_option_composes_and_resolves(compose_cfg, group, option):
+    cfg = compose_cfg([f"{group}={option}"])
+    job = OmegaConf.to_container(cfg)
+    job.pop("hydra")
+    resolved = OmegaConf.to_container(OmegaConf.create(job), resolve=True)
+    assert resolved["model"]["num_classes"] == resolved["data"]["num_classes"]
+    assert resolved["model"]["in_channels"] == resolved["data"]["channels"]
+    if group == "experiment":
+        assert cfg.name == option.replace("/", "_") or option == "smoke"
+
+
+@pytest.mark.parametrize("option", [o for g, o in OPTIONS if g == "model"])
+def test_every_model_builds_from_the_data_config(compose_cfg, option):
+    cfg = compose_cfg([f"model={option}", "data.num_classes=7", "data.channels=3"])
+    model = instantiate(model_node(cfg))
+    size = cfg.model.image_size
+    with torch.no_grad():
+        out = model.eval()(torch.zeros(2, 3, size, size))
+    assert out.shape == (2, 7)
+
+
+@pytest.mark.parametrize("group", ["optim", "sched"])
+def test_optimizers_and_schedulers_build_as_partials(compose_cfg, group):
+    for option in [o for g, o in OPTIONS if g == group]:
+        cfg = compose_cfg([f"{group}={option}"])
+        optimizer = instantiate(cfg.optim)([torch.nn.Parameter(torch.zeros(1))])
+        assert isinstance(optimizer, torch.optim.Optimizer)
+        if cfg.sched.scheduler is not None:
+            scheduler = instantiate(cfg.sched.scheduler)(optimizer)
+            assert isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler)
+            assert cfg.sched.interval in ("epoch", "step")
+
+
+def test_model_input_size_drives_data_resize_unless_overridden(compose_cfg):
+    cfg = compose_cfg(["+model.input_size=32"])
+    assert cfg.data.resize == 32 and cfg.model.image_size == 32
+    assert "input_size" not in model_node(cfg)
+    cfg = compose_cfg(["+model.input_size=32", "data.resize=40"])
+    assert cfg.model.image_size == 40
+    cfg = compose_cfg([])
+    assert cfg.data.resize is None and cfg.model.image_size == 28
+
+
+def test_data_dir_follows_the_environment(compose_cfg, monkeypatch):
+    monkeypatch.setenv("DLRUN_DATA_DIR", "/somewhere/data")
+    assert compose_cfg(["data=fashion_mnist"]).data.root == "/somewhere/data"
+    monkeypatch.delenv("DLRUN_DATA_DIR")
+    assert compose_cfg(["data=fashion_mnist"]).data.root == "data"
+
+
+def test_book_hyperparameters(compose_cfg):
+    book = {  # lr, batch size, epochs (v2 edition, ../shared/d2l-reference.md)
+        "softmax_regression": (0.1, 256, 10), "mlp": (0.1, 256, 10), "mlp_dropout": (0.5, 256, 10),
+        "lenet": (0.9, 256, 10), "lenet_bn": (1.0, 256, 10),
+    }
+    for name, (lr, batch, epochs) in book.items():
+        cfg = compose_cfg([f"experiment=d2l/{name}"])
+        assert (cfg.optim.lr, cfg.data.batch_size, cfg.trainer.max_epochs) == (lr, batch, epochs), name
+        assert cfg.data._target_.endswith("TorchvisionImageData") and cfg.data.dataset == "FashionMNIST"
+    assert list(compose_cfg(["experiment=d2l/mlp_dropout"]).model.dropout) == [0.2, 0.5]
