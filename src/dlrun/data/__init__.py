@@ -1,0 +1,1 @@
+"""Data modules: each gives the engine `setup(device, seed)`, `train_loader(epoch, skip)` and `val_loader()`."""

@@ -1,0 +1,72 @@
+"""Datasets small enough to live in memory as tensors, batched by indexing: no per-sample Python work."""
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from dlrun.data.sampling import EpochBatchSampler
+from dlrun.errors import DlrunError
+
+
+class TensorBatches:
+    """Iterates (x, y) batches of in-memory tensors; `transform` runs on whole batches on the device."""
+
+    def __init__(self, x: Tensor, y: Tensor, sampler: EpochBatchSampler, device: torch.device,
+                 transform: Callable[[Tensor], Tensor] | None = None):
+        self.x, self.y, self.sampler, self.device, self.transform = x, y, sampler, device, transform
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        non_blocking = self.device.type == "cuda"
+        for idx in self.sampler:
+            idx = idx.to(self.x.device)
+            x = self.x[idx].to(self.device, non_blocking=non_blocking)
+            y = self.y[idx].to(self.device, non_blocking=non_blocking)
+            yield (self.transform(x) if self.transform else x), y
+
+
+class InMemoryData:
+    """Base of the in-memory data modules: subclasses fill x_train, y_train, x_val, y_val in __init__."""
+
+    x_train: Tensor
+    y_train: Tensor
+    x_val: Tensor
+    y_val: Tensor
+
+    def __init__(self, batch_size: int, val_batch_size: int | None = None, on_device: bool = False,
+                 drop_last: bool = False):
+        if batch_size < 1:
+            raise DlrunError(f"data.batch_size={batch_size} must be >= 1")
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size or batch_size
+        self.on_device = on_device
+        self.drop_last = drop_last
+        self.device = torch.device("cpu")
+        self.seed = 0
+        self.rank, self.world_size = 0, 1
+
+    def transform(self, x: Tensor) -> Tensor:
+        return x
+
+    def setup(self, device: torch.device, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+        self.device, self.seed, self.rank, self.world_size = device, seed, rank, world_size
+        if self.on_device:
+            for name in ("x_train", "y_train", "x_val", "y_val"):
+                setattr(self, name, getattr(self, name).to(device))
+        elif device.type == "cuda":
+            for name in ("x_train", "y_train", "x_val", "y_val"):
+                setattr(self, name, getattr(self, name).pin_memory())
+
+    def train_loader(self, epoch: int = 0, skip: int = 0) -> TensorBatches:
+        sampler = EpochBatchSampler(len(self.y_train), self.batch_size, shuffle=True, seed=self.seed,
+                                    epoch=epoch, skip=skip, drop_last=self.drop_last,
+                                    rank=self.rank, world_size=self.world_size)
+        return TensorBatches(self.x_train, self.y_train, sampler, self.device, self.transform)
+
+    def val_loader(self) -> TensorBatches:
+        sampler = EpochBatchSampler(len(self.y_val), self.val_batch_size, shuffle=False,
+                                    rank=self.rank, world_size=self.world_size)
+        return TensorBatches(self.x_val, self.y_val, sampler, self.device, self.transform)

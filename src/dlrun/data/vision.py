@@ -1,0 +1,56 @@
+"""torchvision's MNIST-format datasets (MNIST, FashionMNIST, KMNIST, ...), read once into memory."""
+
+import logging
+from pathlib import Path
+
+import torch
+import torchvision
+
+from dlrun.data.images import InMemoryImageData
+from dlrun.errors import DlrunError
+
+log = logging.getLogger("dlrun")
+
+
+def open_torchvision(dataset: str, root: str | Path, train: bool, download: bool):
+    """Open a torchvision dataset from root, downloading it (torchvision's URLs and md5s) when allowed."""
+    cls = getattr(torchvision.datasets, dataset, None)
+    if cls is None:
+        raise DlrunError(f"data.dataset={dataset!r} is not a torchvision dataset")
+    try:
+        return cls(root=str(root), train=train, download=False)
+    except RuntimeError:
+        pass
+    raw = Path(root) / dataset / "raw"
+    expected = ", ".join(Path(url).name.removesuffix(".gz") for url, _ in cls.resources)
+    where = f"{dataset} not found in {raw.resolve()} (expected {expected})"
+    if not download:
+        raise DlrunError(f"{where}; set data.download=true or put the files there") from None
+    log.info("%s not found under %s: downloading", dataset, Path(root).resolve())
+    try:
+        return cls(root=str(root), train=train, download=True)
+    except Exception as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DlrunError(
+            f"{where}, and downloading failed ({reason}); copy the files there, or point "
+            f"DLRUN_DATA_DIR (paths.data_dir) at a folder that holds {dataset}/raw/"
+        ) from None
+
+
+class TorchvisionImageData(InMemoryImageData):
+    def __init__(self, dataset: str, root: str | Path, batch_size: int, channels: int, num_classes: int,
+                 size: int, resize: int | None = None, download: bool = True,
+                 val_batch_size: int | None = None, on_device: bool = False):
+        super().__init__(batch_size, channels, num_classes, size, resize, val_batch_size, on_device)
+        train = open_torchvision(dataset, root, train=True, download=download)
+        test = open_torchvision(dataset, root, train=False, download=download)
+        self.x_train, self.y_train = self._tensors(train)
+        self.x_val, self.y_val = self._tensors(test)
+        self.check(dataset)
+
+    @staticmethod
+    def _tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.as_tensor(ds.data)
+        if x.ndim == 3:
+            x = x.unsqueeze(1)
+        return x.contiguous(), torch.as_tensor(ds.targets, dtype=torch.long)
