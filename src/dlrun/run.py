@@ -21,8 +21,11 @@ def build(node: DictConfig, group: str, **kwargs):
         cause = err.__cause__
         if isinstance(cause, DlrunError):
             raise cause from None
-        message = str(cause or err).strip().splitlines()[0] if str(cause or err).strip() else repr(err)
-        raise DlrunError(f"{group}: {message}") from None
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        lines = [line for line in lines if not line.startswith("full_key:")]
+        if cause is not None and str(cause).strip():
+            lines.append(f"{type(cause).__name__}: {str(cause).strip().splitlines()[0]}")
+        raise DlrunError(f"{group}: {' '.join(dict.fromkeys(lines))}") from None
 
 
 def model_node(cfg: DictConfig) -> dict:
