@@ -242,3 +242,28 @@ def test_deterministic_mode_runs(tmp_path):
     finally:
         torch.use_deterministic_algorithms(False)
     assert summary["status"] == "completed"
+
+
+class HookRecorder(ClassificationTask):
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def on_train_epoch_start(self, model):
+        self.calls.append(("train_start", model.training))
+
+    def on_validation_start(self, model):
+        self.calls.append(("val_start", model.training))
+
+    def on_epoch_end(self, model, epoch, logger):
+        self.calls.append(("epoch_end", epoch))
+
+    def on_fit_end(self, model, logger):
+        self.calls.append(("fit_end",))
+
+
+def test_task_hooks_are_called_in_order(tmp_path):
+    task = HookRecorder()
+    fit(tmp_path, max_epochs=2, task=task)
+    assert task.calls == [("train_start", True), ("val_start", False), ("epoch_end", 1),
+                          ("train_start", True), ("val_start", False), ("epoch_end", 2), ("fit_end",)]

@@ -37,6 +37,14 @@ class TrainState:
     history: list = field(default_factory=list)  # one dict of metrics per finished epoch
 
 
+def _hook(task, name: str, *args) -> None:
+    """Tasks may define on_train_epoch_start(model), on_validation_start(model),
+    on_epoch_end(model, epoch, logger) and on_fit_end(model, logger); all are optional."""
+    fn = getattr(task, name, None)
+    if fn is not None:
+        fn(*args)
+
+
 def _limit(total: int, limit: int | float) -> int:
     if isinstance(limit, bool) or limit is None:
         raise DlrunError(f"batch limit {limit!r} must be an int (batches) or a float in (0, 1] (fraction)")
@@ -142,6 +150,7 @@ class Trainer:
         try:
             while not self._finished():
                 self._run_epoch()
+            _hook(self.task, "on_fit_end", self.model, self.logger)
             status = "completed"
         except KeyboardInterrupt:
             status = "interrupted"
@@ -190,6 +199,7 @@ class Trainer:
         improved = self._update_best(epoch, metrics)
         self.logger.log_metrics(metrics, step=epoch)
         self.progress.epoch_line(epoch, self.max_epochs, metrics)
+        _hook(self.task, "on_epoch_end", self.model, epoch, self.logger)
         if self.save_checkpoints:
             self._save(self.run_dir / "last.ckpt")
             if improved:
@@ -198,6 +208,7 @@ class Trainer:
     def _train_epoch(self, epoch: int) -> int:
         """Train one epoch (or what is left of it after a resume); returns the number of examples seen."""
         self.model.train()
+        _hook(self.task, "on_train_epoch_start", self.model)
         loader = self.data.train_loader(epoch=epoch, skip=self.state.batch_in_epoch)
         num_batches = _limit(len(loader), self.limit_train_batches)
         start = self.state.batch_in_epoch
@@ -248,6 +259,7 @@ class Trainer:
     @torch.inference_mode()
     def _validate(self) -> dict[str, float]:
         self.model.eval()
+        _hook(self.task, "on_validation_start", self.model)
         loader = self.data.val_loader()
         num_batches = _limit(len(loader), self.limit_val_batches)
         sums = MetricSums()
