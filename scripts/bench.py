@@ -1,4 +1,4 @@
-"""Engine overhead, measured: a bare PyTorch loop, the book's loop, and dlrun's engine on the same model and data.
+"""Engine overhead, measured: a bare PyTorch loop, the book's loop and dlrun's engine, same model and data.
 
     DLRUN_DATA_DIR=../shared/data python scripts/bench.py            # writes docs/performance.md
     python scripts/bench.py --variant bare --model lenet --steps 300   # one measurement, JSON on stdout
@@ -69,7 +69,7 @@ def bare(model_name: str, steps: int) -> dict:
     perm = torch.randperm(len(y))
     first_step = timed = None
     for step in range(steps + 1):
-        idx = perm[step * batch:(step + 1) * batch]
+        idx = perm[step * batch : (step + 1) * batch]
         loss = F.cross_entropy(model(x[idx]), y[idx])
         opt.zero_grad()
         loss.backward()
@@ -139,17 +139,39 @@ def dlrun(model_name: str, steps: int) -> dict:
                 first["timed"] = time.perf_counter()
             return super().training_step(model, b)
 
-    data = TorchvisionImageData("FashionMNIST", data_root(), batch_size=batch, channels=1, num_classes=10,
-                                size=28, resize=None if size == 28 else size)
+    data = TorchvisionImageData(
+        "FashionMNIST",
+        data_root(),
+        batch_size=batch,
+        channels=1,
+        num_classes=10,
+        size=28,
+        resize=None if size == 28 else size,
+    )
     torch.manual_seed(0)
     model = build_model(model_name)
     with tempfile.TemporaryDirectory() as run_dir:
-        trainer = Trainer(device="cpu", max_epochs=1, limit_train_batches=steps + 1, limit_val_batches=1,
-                          monitor="val/acc", monitor_mode="max")
+        trainer = Trainer(
+            device="cpu",
+            max_epochs=1,
+            limit_train_batches=steps + 1,
+            limit_val_batches=1,
+            monitor="val/acc",
+            monitor_mode="max",
+        )
         trainer._train_epoch = _timed(trainer._train_epoch, first)
-        trainer.fit(model, FirstStepClock(), data, partial(torch.optim.SGD, lr=lr),
-                    logger=TensorBoardLogger(run_dir), run_dir=run_dir)
-    return {"examples_per_s": steps * batch / (first["end"] - first["timed"]), "first_step_s": first["first_step_s"]}
+        trainer.fit(
+            model,
+            FirstStepClock(),
+            data,
+            partial(torch.optim.SGD, lr=lr),
+            logger=TensorBoardLogger(run_dir),
+            run_dir=run_dir,
+        )
+    return {
+        "examples_per_s": steps * batch / (first["end"] - first["timed"]),
+        "first_step_s": first["first_step_s"],
+    }
 
 
 def _timed(train_epoch, clock):
@@ -171,8 +193,12 @@ def run_all(steps_scale: float) -> list[dict]:
     for model, (_, batch, _, steps) in SETTINGS.items():
         steps = max(3, int(steps * steps_scale))
         for variant in VARIANTS:
-            proc = subprocess.run([sys.executable, __file__, "--variant", variant, "--model", model,
-                                   "--steps", str(steps)], capture_output=True, text=True, cwd=ROOT)
+            proc = subprocess.run(
+                [sys.executable, __file__, "--variant", variant, "--model", model, "--steps", str(steps)],
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
+            )
             if proc.returncode != 0:
                 raise SystemExit(f"{variant}/{model} failed:\n{proc.stderr}")
             result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -197,14 +223,15 @@ def write_markdown(rows: list[dict], path: Path, command: str) -> None:
             ratio = r["examples_per_s"] / by["bare"]["examples_per_s"]
             vs_book = r["examples_per_s"] / by["book"]["examples_per_s"]
             lines.append(
-                f"| {model} | {variant} | {r['steps']} × {r['batch']} | {r['examples_per_s']:,.0f} | {ratio:.2f} | "
-                f"{vs_book:.2f} | {r['first_step_s']:.1f} | {r['peak_rss_mb']:,.0f} |"
+                f"| {model} | {variant} | {r['steps']} × {r['batch']} | {r['examples_per_s']:,.0f} | "
+                f"{ratio:.2f} | {vs_book:.2f} | {r['first_step_s']:.1f} | {r['peak_rss_mb']:,.0f} |"
             )
     lines += [
         "",
-        "Loops: **bare** = tensors in memory, indexed batches, no logging; **book** = the book's `train_ch6`: "
-        "torchvision dataset with `ToTensor` (and `Resize`), `DataLoader(num_workers=4)`, a `float()` per batch "
-        "for its metrics; **dlrun** = `Trainer` with TensorBoard logging, progress output and a checkpoint. "
+        "Loops: **bare** = tensors in memory, indexed batches, no logging; **book** = the book's "
+        "`train_ch6`: torchvision dataset with `ToTensor` (and `Resize`), `DataLoader(num_workers=4)`, a "
+        "`float()` per batch for its metrics; **dlrun** = `Trainer` with TensorBoard logging, progress "
+        "output and a checkpoint. "
         "examples/s excludes the first step; *first step* counts from process start (imports and data "
         "loading included).",
         "",
@@ -213,7 +240,9 @@ def write_markdown(rows: list[dict], path: Path, command: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--variant", choices=VARIANTS)
     parser.add_argument("--model", choices=list(SETTINGS), default="lenet")
     parser.add_argument("--steps", type=int)
@@ -224,7 +253,9 @@ def main() -> None:
         print(json.dumps(measure(args.variant, args.model, args.steps or SETTINGS[args.model][3])))
         return
     rows = run_all(args.scale)
-    write_markdown(rows, args.out, "python " + " ".join([Path(__file__).relative_to(ROOT).as_posix(), *sys.argv[1:]]))
+    write_markdown(
+        rows, args.out, "python " + " ".join([Path(__file__).relative_to(ROOT).as_posix(), *sys.argv[1:]])
+    )
     print(args.out.read_text())
 
 

@@ -23,7 +23,7 @@ def _quiet_threads():
 
 @pytest.fixture
 def compose_cfg(tmp_path):
-    """compose(overrides) -> the config dl-run would build, with Hydra's runtime keys set (output dir = tmp)."""
+    """compose(overrides) -> the config dl-run would build, Hydra's runtime keys set (output dir = tmp)."""
 
     def _compose(overrides=()):
         GlobalHydra.instance().clear()
@@ -42,10 +42,18 @@ def compose_cfg(tmp_path):
 def run_cli(args, cwd, env=None, timeout=300, check=True):
     """Run `python -m dlrun ARGS` in a subprocess, as a user would type dl-run."""
     full_env = os.environ | {"PYTHONUNBUFFERED": "1"} | (env or {})
-    proc = subprocess.run([sys.executable, "-m", "dlrun", *args], cwd=cwd, env=full_env, capture_output=True,
-                          text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dlrun", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"dl-run {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(
+            f"dl-run {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        )
     return proc
 
 

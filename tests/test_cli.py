@@ -28,8 +28,14 @@ def smoke_run(tmp_path_factory):
 def test_smoke_run_writes_the_run_directory(smoke_run):
     cwd, run_dir, proc = smoke_run
     assert run_dir.parent == cwd / "outputs" / "smoke"
-    for name in (".hydra/config.yaml", ".hydra/overrides.yaml", "last.ckpt", "best.ckpt", "metrics.json",
-                 "dlrun.log"):
+    for name in (
+        ".hydra/config.yaml",
+        ".hydra/overrides.yaml",
+        "last.ckpt",
+        "best.ckpt",
+        "metrics.json",
+        "dlrun.log",
+    ):
         assert (run_dir / name).is_file(), name
     assert list(run_dir.glob("events.out.tfevents.*"))
     assert f"run    {run_dir}" in proc.stderr  # the end summary says where the outputs are
@@ -55,8 +61,15 @@ def test_tensorboard_events_hold_the_scalars_config_and_hparams(smoke_run):
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0})
     events.Reload()
     scalars = set(events.Tags()["scalars"])
-    for tag in ("train/loss", "train/acc", "val/loss", "val/acc", "lr", "throughput/train_examples_per_s",
-                "train_step/loss"):
+    for tag in (
+        "train/loss",
+        "train/acc",
+        "val/loss",
+        "val/acc",
+        "lr",
+        "throughput/train_examples_per_s",
+        "train_step/loss",
+    ):
         assert tag in scalars, tag
     val_acc = events.Scalars("val/acc")
     assert [e.step for e in val_acc] == [1, 2]
@@ -89,10 +102,19 @@ def test_multirun_of_two_values_gives_two_runs(tmp_path):
 
 
 def test_runs_started_together_get_different_directories(tmp_path):
-    args = [sys.executable, "-m", "dlrun", *SMOKE, "trainer.max_epochs=1", "logger=none",
-            "trainer.checkpoint=false"]
-    procs = [subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-             for _ in range(2)]
+    args = [
+        sys.executable,
+        "-m",
+        "dlrun",
+        *SMOKE,
+        "trainer.max_epochs=1",
+        "logger=none",
+        "trainer.checkpoint=false",
+    ]
+    procs = [
+        subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
     for proc in procs:
         assert proc.wait(timeout=300) == 0, proc.stderr.read()
     assert len(list((tmp_path / "outputs" / "smoke").iterdir())) == 2
@@ -106,8 +128,11 @@ def test_unknown_model_lists_the_available_ones(tmp_path):
 
 
 def test_missing_dataset_is_one_clear_line(tmp_path):
-    proc = run_cli(["data=fashion_mnist", f"paths.data_dir={tmp_path / 'nothing'}", "data.download=false"],
-                   tmp_path, check=False)
+    proc = run_cli(
+        ["data=fashion_mnist", f"paths.data_dir={tmp_path / 'nothing'}", "data.download=false"],
+        tmp_path,
+        check=False,
+    )
     assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in proc.stderr
@@ -132,7 +157,12 @@ def test_bad_value_names_the_group(tmp_path):
 def test_help_lists_groups_and_options(tmp_path):
     out = run_cli(["--help"], tmp_path).stdout
     assert "== Config groups ==" in out
-    for line in ("model: ", "data: fake, fashion_mnist, mnist", "optim: adam, adamw, sgd", "experiment/d2l: "):
+    for line in (
+        "model: ",
+        "data: fake, fashion_mnist, mnist",
+        "optim: adam, adamw, sgd",
+        "experiment/d2l: ",
+    ):
         assert line in out, line
     assert "lenet_bn" in out
 

@@ -17,7 +17,17 @@ OPTIONS = [
 
 
 def test_groups_are_the_documented_ones():
-    assert set(GROUPS) >= {"model", "data", "optim", "sched", "trainer", "logger", "paths", "experiment", "task"}
+    assert set(GROUPS) >= {
+        "model",
+        "data",
+        "optim",
+        "sched",
+        "trainer",
+        "logger",
+        "paths",
+        "experiment",
+        "task",
+    }
 
 
 @pytest.mark.parametrize("group, option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
@@ -73,8 +83,11 @@ def test_data_dir_follows_the_environment(compose_cfg, monkeypatch):
 
 def test_book_hyperparameters(compose_cfg):
     book = {  # lr, batch size, epochs (v2 edition, ../shared/d2l-reference.md)
-        "softmax_regression": (0.1, 256, 10), "mlp": (0.1, 256, 10), "mlp_dropout": (0.5, 256, 10),
-        "lenet": (0.9, 256, 10), "lenet_bn": (1.0, 256, 10),
+        "softmax_regression": (0.1, 256, 10),
+        "mlp": (0.1, 256, 10),
+        "mlp_dropout": (0.5, 256, 10),
+        "lenet": (0.9, 256, 10),
+        "lenet_bn": (1.0, 256, 10),
     }
     for name, (lr, batch, epochs) in book.items():
         cfg = compose_cfg([f"experiment=d2l/{name}"])

@@ -49,12 +49,19 @@ def test_batches_are_scaled_and_resized_on_the_device():
 @pytest.mark.parametrize("dataset", ["MNIST", "FashionMNIST"])
 def test_mnist_format_datasets_load_from_idx_files(tmp_path, dataset):
     g = torch.Generator().manual_seed(0)
-    train_x, train_y = torch.randint(0, 256, (30, 28, 28), generator=g), torch.randint(0, 10, (30,), generator=g)
-    test_x, test_y = torch.randint(0, 256, (12, 28, 28), generator=g), torch.randint(0, 10, (12,), generator=g)
+    train_x, train_y = (
+        torch.randint(0, 256, (30, 28, 28), generator=g),
+        torch.randint(0, 10, (30,), generator=g),
+    )
+    test_x, test_y = (
+        torch.randint(0, 256, (12, 28, 28), generator=g),
+        torch.randint(0, 10, (12,), generator=g),
+    )
     write_idx(tmp_path, dataset, "train", train_x, train_y)
     write_idx(tmp_path, dataset, "t10k", test_x, test_y)
-    data = TorchvisionImageData(dataset, tmp_path, batch_size=8, channels=1, num_classes=10, size=28,
-                                download=False)
+    data = TorchvisionImageData(
+        dataset, tmp_path, batch_size=8, channels=1, num_classes=10, size=28, download=False
+    )
     assert torch.equal(data.x_train[:, 0], train_x.to(torch.uint8)) and torch.equal(data.y_val, test_y)
     data.setup(torch.device("cpu"), seed=0)
     x, _ = next(iter(data.val_loader()))
@@ -63,7 +70,9 @@ def test_mnist_format_datasets_load_from_idx_files(tmp_path, dataset):
 
 def test_missing_dataset_names_folder_and_files(tmp_path):
     with pytest.raises(DlrunError) as err:
-        TorchvisionImageData("MNIST", tmp_path, batch_size=8, channels=1, num_classes=10, size=28, download=False)
+        TorchvisionImageData(
+            "MNIST", tmp_path, batch_size=8, channels=1, num_classes=10, size=28, download=False
+        )
     message = str(err.value)
     assert str(tmp_path / "MNIST" / "raw") in message and "t10k-labels-idx1-ubyte" in message
     assert "\n" not in message
@@ -73,5 +82,6 @@ def test_config_that_contradicts_the_files_is_reported(tmp_path):
     write_idx(tmp_path, "MNIST", "train", torch.zeros(4, 28, 28), torch.zeros(4))
     write_idx(tmp_path, "MNIST", "t10k", torch.zeros(4, 28, 28), torch.zeros(4))
     with pytest.raises(DlrunError, match="images are 1x28x28 but the config says data.channels=3"):
-        TorchvisionImageData("MNIST", tmp_path, batch_size=8, channels=3, num_classes=10, size=28,
-                             download=False)
+        TorchvisionImageData(
+            "MNIST", tmp_path, batch_size=8, channels=3, num_classes=10, size=28, download=False
+        )

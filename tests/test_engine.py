@@ -19,16 +19,34 @@ from dlrun.tasks.classification import ClassificationTask
 COMPARED = ("train/loss", "train/acc", "val/loss", "val/acc", "lr")
 
 
-def fit(run_dir, *, task=None, dropout=(0.2, 0.5), optimizer=None, scheduler=None, interval="epoch",
-        num_train=256, batch_size=32, **trainer_kwargs):
+def fit(
+    run_dir,
+    *,
+    task=None,
+    dropout=(0.2, 0.5),
+    optimizer=None,
+    scheduler=None,
+    interval="epoch",
+    num_train=256,
+    batch_size=32,
+    **trainer_kwargs,
+):
     """A small, dropout-using MLP on fake data; returns (summary, trainer)."""
     seed_everything(0)
     data = FakeImageData(batch_size=batch_size, num_train=num_train, num_val=64, size=8)
     model = MLP(image_size=8, hidden_sizes=[32, 32], dropout=list(dropout), init="xavier")
     kwargs = dict(device="cpu", progress_bar=False, monitor="val/acc", monitor_mode="max") | trainer_kwargs
     trainer = Trainer(**kwargs)
-    summary = trainer.fit(model, task or ClassificationTask(), data, optimizer or partial(torch.optim.SGD, lr=0.5),
-                          scheduler, interval, run_dir=run_dir, seed=0)
+    summary = trainer.fit(
+        model,
+        task or ClassificationTask(),
+        data,
+        optimizer or partial(torch.optim.SGD, lr=0.5),
+        scheduler,
+        interval,
+        run_dir=run_dir,
+        seed=0,
+    )
     return summary, trainer
 
 
@@ -43,8 +61,9 @@ def step_lr(optimizer):
 def test_resume_after_epoch_2_matches_uninterrupted_4_epochs(tmp_path):
     full, _ = fit(tmp_path / "full", max_epochs=4, scheduler=step_lr)
     fit(tmp_path / "first", max_epochs=2, scheduler=step_lr)
-    resumed, _ = fit(tmp_path / "resumed", max_epochs=4, scheduler=step_lr,
-                     resume=str(tmp_path / "first" / "last.ckpt"))
+    resumed, _ = fit(
+        tmp_path / "resumed", max_epochs=4, scheduler=step_lr, resume=str(tmp_path / "first" / "last.ckpt")
+    )
     assert resumed["epochs"] == 4 and resumed["global_step"] == full["global_step"]
     assert resumed["resumed_from"].endswith("last.ckpt")
     assert final(resumed) == final(full)
@@ -132,16 +151,28 @@ def test_gradient_clipping_bounds_the_gradient(tmp_path, algorithm, bound):
     unclipped = RecordingSGD.norms if algorithm == "norm" else RecordingSGD.maxima
     assert max(unclipped) > bound  # the bound really bites
     RecordingSGD.norms, RecordingSGD.maxima = [], []
-    fit(tmp_path / "clipped", max_epochs=1, optimizer=partial(RecordingSGD, lr=0.5),
-        gradient_clip_val=bound, gradient_clip_algorithm=algorithm)
+    fit(
+        tmp_path / "clipped",
+        max_epochs=1,
+        optimizer=partial(RecordingSGD, lr=0.5),
+        gradient_clip_val=bound,
+        gradient_clip_algorithm=algorithm,
+    )
     clipped = RecordingSGD.norms if algorithm == "norm" else RecordingSGD.maxima
     assert max(clipped) <= bound * (1 + 1e-5)
 
 
 def test_accumulating_2x128_gives_the_gradient_of_one_256_batch(tmp_path):
     def weights_after_one_step(batch_size, accumulate):
-        _, trainer = fit(tmp_path / f"b{batch_size}", dropout=(), num_train=256, batch_size=batch_size,
-                         max_epochs=1, max_steps=1, accumulate_grad_batches=accumulate)
+        _, trainer = fit(
+            tmp_path / f"b{batch_size}",
+            dropout=(),
+            num_train=256,
+            batch_size=batch_size,
+            max_epochs=1,
+            max_steps=1,
+            accumulate_grad_batches=accumulate,
+        )
         return torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
 
     once = weights_after_one_step(256, 1)
@@ -194,7 +225,9 @@ class NaNAt(ClassificationTask):
 
 
 def test_nan_loss_stops_with_step_and_last_good_loss_and_keeps_last_ckpt(tmp_path):
-    with pytest.raises(NonFiniteLossError, match=r"became nan at step 11 \(epoch 2\); last finite loss [0-9.]+ at step 10"):
+    with pytest.raises(
+        NonFiniteLossError, match=r"became nan at step 11 \(epoch 2\); last finite loss [0-9.]+ at step 10"
+    ):
         fit(tmp_path, max_epochs=3, task=NaNAt(11), log_every_n_steps=4)
     kept = ckpt_io.load(tmp_path / "last.ckpt")
     assert kept["state"]["epoch"] == 1
@@ -213,8 +246,9 @@ def test_linear_warmup_ramps_then_decays():
     from dlrun.engine.schedulers import linear_warmup
 
     opt = torch.optim.SGD(nn.Linear(1, 1).parameters(), lr=1.0)
-    sched = linear_warmup(opt, partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=4), warmup=2,
-                          start_factor=0.1)
+    sched = linear_warmup(
+        opt, partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=4), warmup=2, start_factor=0.1
+    )
     lrs = []
     for _ in range(6):
         lrs.append(opt.param_groups[0]["lr"])
@@ -232,7 +266,9 @@ def test_same_seed_same_run_different_seed_different_run(tmp_path):
     data = FakeImageData(batch_size=32, num_train=256, num_val=64, size=8)
     trainer = Trainer(device="cpu", progress_bar=False, max_epochs=1, monitor="val/acc", monitor_mode="max")
     model = MLP(image_size=8, hidden_sizes=[32, 32], dropout=[0.2, 0.5], init="xavier")
-    c = trainer.fit(model, ClassificationTask(), data, partial(torch.optim.SGD, lr=0.5), run_dir=tmp_path / "c", seed=1)
+    c = trainer.fit(
+        model, ClassificationTask(), data, partial(torch.optim.SGD, lr=0.5), run_dir=tmp_path / "c", seed=1
+    )
     assert final(c) != final(a)
 
 
@@ -265,5 +301,12 @@ class HookRecorder(ClassificationTask):
 def test_task_hooks_are_called_in_order(tmp_path):
     task = HookRecorder()
     fit(tmp_path, max_epochs=2, task=task)
-    assert task.calls == [("train_start", True), ("val_start", False), ("epoch_end", 1),
-                          ("train_start", True), ("val_start", False), ("epoch_end", 2), ("fit_end",)]
+    assert task.calls == [
+        ("train_start", True),
+        ("val_start", False),
+        ("epoch_end", 1),
+        ("train_start", True),
+        ("val_start", False),
+        ("epoch_end", 2),
+        ("fit_end",),
+    ]

@@ -17,7 +17,11 @@ BOOK_COUNTS = {
     # Conv(1,6,5) Conv(6,16,5) Linear(16*5*5,120) Linear(120,84) Linear(84,10)
     "lenet": (6 * 25 + 6) + (16 * 6 * 25 + 16) + (400 * 120 + 120) + (120 * 84 + 84) + (84 * 10 + 10),
     # no padding, so Linear(16*4*4,120); plus gamma and beta for 6, 16, 120, 84 features
-    "lenet_bn": (6 * 25 + 6) + (16 * 6 * 25 + 16) + (256 * 120 + 120) + (120 * 84 + 84) + (84 * 10 + 10)
+    "lenet_bn": (6 * 25 + 6)
+    + (16 * 6 * 25 + 16)
+    + (256 * 120 + 120)
+    + (120 * 84 + 84)
+    + (84 * 10 + 10)
     + 2 * (6 + 16 + 120 + 84),
 }
 
@@ -26,14 +30,17 @@ def count(model):
     return sum(p.numel() for p in model.parameters())
 
 
-@pytest.mark.parametrize("name, model", [
-    ("softmax", SoftmaxRegression()),
-    ("mlp", MLP()),
-    ("mlp_dropout", MLP(hidden_sizes=[256, 256], dropout=[0.2, 0.5])),
-    ("lenet", LeNet()),
-    ("lenet_bn", LeNetBN(batchnorm="scratch")),
-    ("lenet_bn", LeNetBN(batchnorm="torch")),
-])
+@pytest.mark.parametrize(
+    "name, model",
+    [
+        ("softmax", SoftmaxRegression()),
+        ("mlp", MLP()),
+        ("mlp_dropout", MLP(hidden_sizes=[256, 256], dropout=[0.2, 0.5])),
+        ("lenet", LeNet()),
+        ("lenet_bn", LeNetBN(batchnorm="scratch")),
+        ("lenet_bn", LeNetBN(batchnorm="torch")),
+    ],
+)
 def test_parameter_counts_equal_the_books_architecture(name, model):
     assert count(model) == BOOK_COUNTS[name]
     assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)

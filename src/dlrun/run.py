@@ -48,13 +48,28 @@ def run(cfg: DictConfig) -> float | None:
     scheduler = build(cfg.sched.scheduler, "sched") if cfg.sched.scheduler is not None else None
     logger = None if trainer.fast_dev_run else build(cfg.logger, "logger")
 
-    log.info("run %s: model=%s data=%s on %s, precision %s, %s parameters",
-             cfg.name, cfg.model._target_.rsplit(".", 1)[-1], cfg.data._target_.rsplit(".", 1)[-1],
-             trainer.device, trainer.precision.name, f"{sum(p.numel() for p in model.parameters()):,}")
+    log.info(
+        "run %s: model=%s data=%s on %s, precision %s, %s parameters",
+        cfg.name,
+        cfg.model._target_.rsplit(".", 1)[-1],
+        cfg.data._target_.rsplit(".", 1)[-1],
+        trainer.device,
+        trainer.precision.name,
+        f"{sum(p.numel() for p in model.parameters()):,}",
+    )
     log.info("outputs: %s", run_dir)
     result = trainer.fit(
-        model, task, data, optimizer, scheduler, cfg.sched.interval, logger,
-        run_dir=run_dir, runs_root=run_dir.parent, config_yaml=config_yaml, seed=cfg.seed,
+        model,
+        task,
+        data,
+        optimizer,
+        scheduler,
+        cfg.sched.interval,
+        logger,
+        run_dir=run_dir,
+        runs_root=run_dir.parent,
+        config_yaml=config_yaml,
+        seed=cfg.seed,
     )
     print_summary(result)
     best = result["best"] or {}

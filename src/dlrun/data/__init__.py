@@ -1,1 +1,1 @@
-"""Data modules: each gives the engine `setup(device, seed)`, `train_loader(epoch, skip)` and `val_loader()`."""
+"""Data modules: each gives the engine `setup(device, seed)`, `train_loader(epoch, skip)`, `val_loader()`."""

@@ -9,9 +9,20 @@ class FakeImageData(InMemoryImageData):
     Deterministic and learnable, so a smoke run shows accuracy rising without any files.
     """
 
-    def __init__(self, batch_size: int = 128, num_train: int = 2048, num_val: int = 512, channels: int = 1,
-                 num_classes: int = 10, size: int = 28, resize: int | None = None, noise: float = 0.5,
-                 seed: int = 0, val_batch_size: int | None = None, on_device: bool = False):
+    def __init__(
+        self,
+        batch_size: int = 128,
+        num_train: int = 2048,
+        num_val: int = 512,
+        channels: int = 1,
+        num_classes: int = 10,
+        size: int = 28,
+        resize: int | None = None,
+        noise: float = 0.5,
+        seed: int = 0,
+        val_batch_size: int | None = None,
+        on_device: bool = False,
+    ):
         super().__init__(batch_size, channels, num_classes, size, resize, val_batch_size, on_device)
         generator = torch.Generator().manual_seed(seed)
         # Smooth class patterns (random 4x4 grids, upsampled) that any model, conv or dense, can tell apart.

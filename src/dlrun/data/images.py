@@ -1,4 +1,4 @@
-"""Image classification data held as uint8 tensors (N, C, H, W); scaled and resized per batch on the device."""
+"""Image classification data held as uint8 tensors (N, C, H, W), scaled and resized per batch on device."""
 
 from torch import Tensor
 from torch.nn import functional as F
@@ -8,8 +8,16 @@ from dlrun.errors import DlrunError
 
 
 class InMemoryImageData(InMemoryData):
-    def __init__(self, batch_size: int, channels: int, num_classes: int, size: int,
-                 resize: int | None = None, val_batch_size: int | None = None, on_device: bool = False):
+    def __init__(
+        self,
+        batch_size: int,
+        channels: int,
+        num_classes: int,
+        size: int,
+        resize: int | None = None,
+        val_batch_size: int | None = None,
+        on_device: bool = False,
+    ):
         super().__init__(batch_size, val_batch_size, on_device)
         self.channels, self.num_classes, self.size, self.resize = channels, num_classes, size, resize
 
@@ -29,6 +37,7 @@ class InMemoryImageData(InMemoryData):
         """uint8 [0, 255] -> float [0, 1] (as ToTensor), then bilinear resize of the whole batch."""
         x = x.float().div_(255.0)
         if self.resize and self.resize != x.shape[-1]:
-            x = F.interpolate(x, size=(self.resize, self.resize), mode="bilinear", antialias=True,
-                              align_corners=False)
+            x = F.interpolate(
+                x, size=(self.resize, self.resize), mode="bilinear", antialias=True, align_corners=False
+            )
         return x

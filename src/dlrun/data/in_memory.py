@@ -12,8 +12,14 @@ from dlrun.errors import DlrunError
 class TensorBatches:
     """Iterates (x, y) batches of in-memory tensors; `transform` runs on whole batches on the device."""
 
-    def __init__(self, x: Tensor, y: Tensor, sampler: EpochBatchSampler, device: torch.device,
-                 transform: Callable[[Tensor], Tensor] | None = None):
+    def __init__(
+        self,
+        x: Tensor,
+        y: Tensor,
+        sampler: EpochBatchSampler,
+        device: torch.device,
+        transform: Callable[[Tensor], Tensor] | None = None,
+    ):
         self.x, self.y, self.sampler, self.device, self.transform = x, y, sampler, device, transform
 
     def __len__(self) -> int:
@@ -36,8 +42,13 @@ class InMemoryData:
     x_val: Tensor
     y_val: Tensor
 
-    def __init__(self, batch_size: int, val_batch_size: int | None = None, on_device: bool = False,
-                 drop_last: bool = False):
+    def __init__(
+        self,
+        batch_size: int,
+        val_batch_size: int | None = None,
+        on_device: bool = False,
+        drop_last: bool = False,
+    ):
         if batch_size < 1:
             raise DlrunError(f"data.batch_size={batch_size} must be >= 1")
         self.batch_size = batch_size
@@ -61,12 +72,21 @@ class InMemoryData:
                 setattr(self, name, getattr(self, name).pin_memory())
 
     def train_loader(self, epoch: int = 0, skip: int = 0) -> TensorBatches:
-        sampler = EpochBatchSampler(len(self.y_train), self.batch_size, shuffle=True, seed=self.seed,
-                                    epoch=epoch, skip=skip, drop_last=self.drop_last,
-                                    rank=self.rank, world_size=self.world_size)
+        sampler = EpochBatchSampler(
+            len(self.y_train),
+            self.batch_size,
+            shuffle=True,
+            seed=self.seed,
+            epoch=epoch,
+            skip=skip,
+            drop_last=self.drop_last,
+            rank=self.rank,
+            world_size=self.world_size,
+        )
         return TensorBatches(self.x_train, self.y_train, sampler, self.device, self.transform)
 
     def val_loader(self) -> TensorBatches:
-        sampler = EpochBatchSampler(len(self.y_val), self.val_batch_size, shuffle=False,
-                                    rank=self.rank, world_size=self.world_size)
+        sampler = EpochBatchSampler(
+            len(self.y_val), self.val_batch_size, shuffle=False, rank=self.rank, world_size=self.world_size
+        )
         return TensorBatches(self.x_val, self.y_val, sampler, self.device, self.transform)

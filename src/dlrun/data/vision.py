@@ -38,9 +38,19 @@ def open_torchvision(dataset: str, root: str | Path, train: bool, download: bool
 
 
 class TorchvisionImageData(InMemoryImageData):
-    def __init__(self, dataset: str, root: str | Path, batch_size: int, channels: int, num_classes: int,
-                 size: int, resize: int | None = None, download: bool = True,
-                 val_batch_size: int | None = None, on_device: bool = False):
+    def __init__(
+        self,
+        dataset: str,
+        root: str | Path,
+        batch_size: int,
+        channels: int,
+        num_classes: int,
+        size: int,
+        resize: int | None = None,
+        download: bool = True,
+        val_batch_size: int | None = None,
+        on_device: bool = False,
+    ):
         super().__init__(batch_size, channels, num_classes, size, resize, val_batch_size, on_device)
         train = open_torchvision(dataset, root, train=True, download=download)
         test = open_torchvision(dataset, root, train=False, download=download)

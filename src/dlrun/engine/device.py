@@ -21,10 +21,14 @@ def select_device(spec: str = "auto") -> torch.device:
     try:
         device = torch.device(spec)
     except RuntimeError:
-        raise DlrunError(f"trainer.device={spec!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
+        raise DlrunError(
+            f"trainer.device={spec!r} is not a device; use auto, cpu, cuda, cuda:N or mps"
+        ) from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise DlrunError(f"trainer.device={spec} but CUDA is not available here; use trainer.device=auto or cpu")
+            raise DlrunError(
+                f"trainer.device={spec} but CUDA is not available here; use trainer.device=auto or cpu"
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise DlrunError(
                 f"trainer.device={spec} but only {torch.cuda.device_count()} CUDA device(s) exist "
@@ -43,7 +47,9 @@ class Precision:
     def __init__(self, precision: str | int, device: torch.device):
         precision = str(precision)
         if precision not in PRECISIONS:
-            raise DlrunError(f"trainer.precision={precision!r} is unknown; choose one of {', '.join(PRECISIONS)}")
+            raise DlrunError(
+                f"trainer.precision={precision!r} is unknown; choose one of {', '.join(PRECISIONS)}"
+            )
         if precision == "16-mixed" and device.type != "cuda":
             raise DlrunError(
                 f"trainer.precision=16-mixed needs a CUDA device (this run uses {device.type}); "

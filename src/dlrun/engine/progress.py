@@ -12,7 +12,7 @@ def format_metrics(metrics: dict[str, float], prefix: str = "") -> str:
     parts = []
     for name, value in metrics.items():
         if name.startswith(prefix):
-            parts.append(f"{name[len(prefix):]} {value:.4g}")
+            parts.append(f"{name[len(prefix) :]} {value:.4g}")
     return " ".join(parts)
 
 
@@ -24,8 +24,13 @@ class Progress:
     def start_epoch(self, epoch: int, max_epochs: int, total: int, initial: int = 0) -> None:
         if self.live:
             self.bar = tqdm(
-                total=total, initial=initial, desc=f"epoch {epoch}/{max_epochs}",
-                unit="batch", leave=False, dynamic_ncols=True, file=sys.stderr,
+                total=total,
+                initial=initial,
+                desc=f"epoch {epoch}/{max_epochs}",
+                unit="batch",
+                leave=False,
+                dynamic_ncols=True,
+                file=sys.stderr,
             )
 
     def advance(self, n: int = 1) -> None:
@@ -44,7 +49,11 @@ class Progress:
     def epoch_line(self, epoch: int, max_epochs: int, metrics: dict[str, float]) -> None:
         log.info(
             "epoch %*d/%d | train %s | val %s | %.0f ex/s | %.1fs",
-            len(str(max_epochs)), epoch, max_epochs,
-            format_metrics(metrics, "train/"), format_metrics(metrics, "val/"),
-            metrics.get("throughput/train_examples_per_s", 0.0), metrics.get("time/epoch_s", 0.0),
+            len(str(max_epochs)),
+            epoch,
+            max_epochs,
+            format_metrics(metrics, "train/"),
+            format_metrics(metrics, "val/"),
+            metrics.get("throughput/train_examples_per_s", 0.0),
+            metrics.get("time/epoch_s", 0.0),
         )

@@ -77,7 +77,9 @@ class Trainer:
         monitor_mode: str = "min",
     ):
         if gradient_clip_algorithm not in ("norm", "value"):
-            raise DlrunError(f"trainer.gradient_clip_algorithm={gradient_clip_algorithm!r}; use norm or value")
+            raise DlrunError(
+                f"trainer.gradient_clip_algorithm={gradient_clip_algorithm!r}; use norm or value"
+            )
         if monitor_mode not in ("min", "max"):
             raise DlrunError(f"monitor mode {monitor_mode!r}; use min or max")
         if accumulate_grad_batches < 1:
@@ -164,7 +166,9 @@ class Trainer:
             self.summary = self._summary(status, time.perf_counter() - start)
             self._write_json(self.run_dir / "metrics.json", self.summary)
             if status == "completed":
-                self.logger.log_hparams(self.summary["final"] | {"best/" + k: v for k, v in self._best().items()})
+                self.logger.log_hparams(
+                    self.summary["final"] | {"best/" + k: v for k, v in self._best().items()}
+                )
             self.logger.close()
         return self.summary
 
@@ -275,8 +279,9 @@ class Trainer:
     def _log_step(self) -> None:
         losses = self._check_finite()
         lr = self.optimizer.param_groups[0]["lr"]
-        self.logger.log_metrics({"train_step/loss": sum(losses) / len(losses), "train_step/lr": lr},
-                                step=self.state.global_step)
+        self.logger.log_metrics(
+            {"train_step/loss": sum(losses) / len(losses), "train_step/lr": lr}, step=self.state.global_step
+        )
         sums, count = self.train_sums.read()
         self.progress.show(self.task.compute(sums, count))
 
@@ -289,10 +294,15 @@ class Trainer:
         self._pending_losses = []
         for step, value in zip(steps, values, strict=True):
             if not math.isfinite(value):
-                last = (f"last finite loss {self._last_finite[1]:.4g} at step {self._last_finite[0]}"
-                        if self._last_finite else "no finite loss before it")
+                last = (
+                    f"last finite loss {self._last_finite[1]:.4g} at step {self._last_finite[0]}"
+                    if self._last_finite
+                    else "no finite loss before it"
+                )
                 kept = self.run_dir / "last.ckpt"
-                kept_msg = f"{kept} from epoch {self.state.epoch} is kept" if kept.is_file() else "no checkpoint yet"
+                kept_msg = (
+                    f"{kept} from epoch {self.state.epoch} is kept" if kept.is_file() else "no checkpoint yet"
+                )
                 raise NonFiniteLossError(
                     f"training loss became {value} at step {step} (epoch {self.state.epoch + 1}); {last}; "
                     f"{kept_msg}. Lower optim.lr or set trainer.gradient_clip_val"
@@ -307,8 +317,9 @@ class Trainer:
             )
         value = metrics[self.monitor]
         best = self.state.best
-        better = best is None or (value > best[self.monitor] if self.monitor_mode == "max"
-                                  else value < best[self.monitor])
+        better = best is None or (
+            value > best[self.monitor] if self.monitor_mode == "max" else value < best[self.monitor]
+        )
         if better:
             self.state.best = {"epoch": epoch} | metrics
         return better
@@ -324,8 +335,12 @@ class Trainer:
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "scaler": self.precision.scaler.state_dict(),
             "state": asdict(self.state),
-            "train_sums": {"sums": {k: v.cpu() for k, v in self._sums_at_step["sums"].items()},
-                           "count": self._sums_at_step["count"]} if self.state.batch_in_epoch else None,
+            "train_sums": {
+                "sums": {k: v.cpu() for k, v in self._sums_at_step["sums"].items()},
+                "count": self._sums_at_step["count"],
+            }
+            if self.state.batch_in_epoch
+            else None,
             "rng": ckpt_io.rng_state(),
             "config": self.config_yaml,
             "dlrun_version": __version__,
@@ -338,7 +353,9 @@ class Trainer:
         if self.resume in (None, "", False):
             return None
         if str(self.resume) == "auto":
-            found = ckpt_io.find_resumable(self.run_dir, Path(runs_root) if runs_root else self.run_dir.parent)
+            found = ckpt_io.find_resumable(
+                self.run_dir, Path(runs_root) if runs_root else self.run_dir.parent
+            )
             if found is None:
                 log.info("trainer.resume=auto: no unfinished run found, starting fresh")
             return found
@@ -367,7 +384,8 @@ class Trainer:
         ckpt_io.set_rng_state(ckpt["rng"])
         self.resumed_from = str(path)
         where = f"epoch {self.state.epoch}" + (
-            f", batch {self.state.batch_in_epoch}" if self.state.batch_in_epoch else "")
+            f", batch {self.state.batch_in_epoch}" if self.state.batch_in_epoch else ""
+        )
         log.info("resumed from %s (%s, step %d)", path, where, self.state.global_step)
 
     def _on_interrupt(self) -> None:
@@ -381,8 +399,12 @@ class Trainer:
             return
         path = self.run_dir / "last.ckpt"
         self._save(path)
-        log.warning("interrupted at epoch %d, step %d; resume with trainer.resume=%s",
-                    self.state.epoch + 1, self.state.global_step, path)
+        log.warning(
+            "interrupted at epoch %d, step %d; resume with trainer.resume=%s",
+            self.state.epoch + 1,
+            self.state.global_step,
+            path,
+        )
 
     # --------------------------------------------------------------- output
     def _summary(self, status: str, wall_time: float) -> dict:
@@ -396,8 +418,9 @@ class Trainer:
             "final": final,
             "num_params": self.num_params,
             "wall_time_s": wall_time,
-            "train_examples_per_s": (self._session_examples / self._session_train_time
-                                     if self._session_train_time else 0.0),
+            "train_examples_per_s": (
+                self._session_examples / self._session_train_time if self._session_train_time else 0.0
+            ),
             "device": str(self.device),
             "precision": self.precision.name,
             "run_dir": str(self.run_dir),

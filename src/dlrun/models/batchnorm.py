@@ -4,8 +4,16 @@ import torch
 from torch import Tensor, nn
 
 
-def batch_norm(x: Tensor, gamma: Tensor, beta: Tensor, moving_mean: Tensor, moving_var: Tensor,
-               eps: float, momentum: float, training: bool) -> tuple[Tensor, Tensor, Tensor]:
+def batch_norm(
+    x: Tensor,
+    gamma: Tensor,
+    beta: Tensor,
+    moving_mean: Tensor,
+    moving_var: Tensor,
+    eps: float,
+    momentum: float,
+    training: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
     """Normalise with batch statistics when training, with the moving averages otherwise.
 
     `momentum` is the book's convention: moving = momentum * moving + (1 - momentum) * batch statistic.
@@ -36,8 +44,16 @@ class BatchNorm(nn.Module):
         self.eps, self.momentum = eps, momentum
 
     def forward(self, x: Tensor) -> Tensor:
-        y, mean, var = batch_norm(x, self.gamma, self.beta, self.moving_mean, self.moving_var,
-                                  self.eps, self.momentum, self.training)
+        y, mean, var = batch_norm(
+            x,
+            self.gamma,
+            self.beta,
+            self.moving_mean,
+            self.moving_var,
+            self.eps,
+            self.momentum,
+            self.training,
+        )
         if self.training:
             self.moving_mean.copy_(mean)
             self.moving_var.copy_(var)

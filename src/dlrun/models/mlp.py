@@ -8,9 +8,16 @@ from dlrun.models.layers import activation as make_activation
 class MLP(nn.Sequential):
     """Flatten, then Linear + activation (+ dropout) per hidden size, then Linear(..., classes)."""
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, image_size: int = 28,
-                 hidden_sizes: list[int] = (256,), dropout: list[float] = (), activation: str = "relu",
-                 init: str = "normal"):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        image_size: int = 28,
+        hidden_sizes: list[int] = (256,),
+        dropout: list[float] = (),
+        activation: str = "relu",
+        init: str = "normal",
+    ):
         hidden_sizes, dropout = list(hidden_sizes), list(dropout)
         if dropout and len(dropout) != len(hidden_sizes):
             raise DlrunError(
