@@ -9,6 +9,7 @@ warm-up step), time from process start to the end of the first optimizer step, a
 """
 
 import time
+import warnings
 
 PROCESS_START = time.perf_counter()
 
@@ -30,7 +31,7 @@ from torch.nn import functional as F  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {  # model: (image size, batch size, lr, steps)
     "lenet": (28, 256, 0.9, 300),
-    "resnet18": (96, 128, 0.05, 15),
+    "resnet18": (96, 128, 0.05, 10),
 }
 VARIANTS = ("bare", "book", "dlrun")
 
@@ -91,6 +92,7 @@ def book(model_name: str, steps: int) -> dict:
     if size != 28:
         trans.insert(0, transforms.Resize(size))
     ds = torchvision.datasets.FashionMNIST(data_root(), train=True, transform=transforms.Compose(trans))
+    warnings.filterwarnings("ignore", message="This DataLoader will create 4 worker processes")
     loader = torch.utils.data.DataLoader(ds, batch, shuffle=True, num_workers=4)
     torch.manual_seed(0)
     model = build_model(model_name)
@@ -98,7 +100,7 @@ def book(model_name: str, steps: int) -> dict:
     loss_fn = nn.CrossEntropyLoss()
     metric = [0.0, 0.0, 0]
     first_step = timed = None
-    step = 0
+    step = examples = 0
     while step <= steps:
         for X, y in loader:
             y_hat = model(X)
@@ -106,16 +108,23 @@ def book(model_name: str, steps: int) -> dict:
             opt.zero_grad()
             loss.backward()
             opt.step()
-            metric[0] += float(loss) * X.shape[0]
+            metric[0] += float(loss.detach()) * X.shape[0]
             metric[1] += float((y_hat.argmax(1) == y).sum())
             metric[2] += X.shape[0]
             if step == 0:
                 first_step = time.perf_counter() - PROCESS_START
-                timed = time.perf_counter()
+                timed, cpu = time.perf_counter(), time.process_time()
+            else:
+                examples += X.shape[0]
             step += 1
             if step > steps:
                 break
-    return {"examples_per_s": steps * batch / (time.perf_counter() - timed), "first_step_s": first_step}
+    # cpu time of the main process only: the workers' decoding is not in it
+    return {
+        "examples_per_s": examples / (time.perf_counter() - timed),
+        "first_step_s": first_step,
+        "cpu_ms_per_step": (time.process_time() - cpu) / steps * 1000,
+    }
 
 
 def dlrun(model_name: str, steps: int) -> dict:
@@ -126,19 +135,30 @@ def dlrun(model_name: str, steps: int) -> dict:
     from dlrun.tasks.classification import ClassificationTask
 
     size, batch, lr, _ = SETTINGS[model_name]
-    first = {}
 
-    class FirstStepClock(ClassificationTask):
-        calls = 0
+    class Clock(ClassificationTask):
+        """Starts the clock once the first optimizer step is done; counts the examples after it."""
+
+        calls = examples = 0
 
         def training_step(self, model, b):
-            # called before step k+1's forward: the clock covers step 0 and excludes it from the throughput
-            FirstStepClock.calls += 1
-            if FirstStepClock.calls == 2:
-                first["first_step_s"] = time.perf_counter() - PROCESS_START
-                first["timed"] = time.perf_counter()
-            return super().training_step(model, b)
+            Clock.calls += 1
+            if Clock.calls == 2:
+                clock["first_step_s"] = time.perf_counter() - PROCESS_START
+                clock["start"], clock["cpu_start"] = time.perf_counter(), time.process_time()
+            loss, stats, count = super().training_step(model, b)
+            Clock.examples += count if Clock.calls > 1 else 0
+            return loss, stats, count
 
+        def on_validation_start(self, model):  # the end of each training epoch
+            clock["train_time"] = clock.get("train_time", 0.0) + time.perf_counter() - clock.pop("start")
+            clock["cpu"] = clock.get("cpu", 0.0) + time.process_time() - clock.pop("cpu_start")
+
+        def on_train_epoch_start(self, model):
+            if Clock.calls >= 1:
+                clock["start"], clock["cpu_start"] = time.perf_counter(), time.process_time()
+
+    clock = {}
     data = TorchvisionImageData(
         "FashionMNIST",
         data_root(),
@@ -153,34 +173,25 @@ def dlrun(model_name: str, steps: int) -> dict:
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(
             device="cpu",
-            max_epochs=1,
-            limit_train_batches=steps + 1,
+            max_epochs=-1,
+            max_steps=steps + 1,
             limit_val_batches=1,
             monitor="val/acc",
             monitor_mode="max",
         )
-        trainer._train_epoch = _timed(trainer._train_epoch, first)
         trainer.fit(
             model,
-            FirstStepClock(),
+            Clock(),
             data,
             partial(torch.optim.SGD, lr=lr),
             logger=TensorBoardLogger(run_dir),
             run_dir=run_dir,
         )
     return {
-        "examples_per_s": steps * batch / (first["end"] - first["timed"]),
-        "first_step_s": first["first_step_s"],
+        "examples_per_s": Clock.examples / clock["train_time"],
+        "first_step_s": clock["first_step_s"],
+        "cpu_ms_per_step": clock["cpu"] / steps * 1000,
     }
-
-
-def _timed(train_epoch, clock):
-    def wrapper(epoch):
-        out = train_epoch(epoch)
-        clock["end"] = time.perf_counter()
-        return out
-
-    return wrapper
 
 
 def measure(variant: str, model: str, steps: int) -> dict:
@@ -188,22 +199,40 @@ def measure(variant: str, model: str, steps: int) -> dict:
     return result | {"peak_rss_mb": peak_rss_mb(), "threads": torch.get_num_threads()}
 
 
-def run_all(steps_scale: float) -> list[dict]:
+def run_all(steps_scale: float, repeats: int) -> list[dict]:
+    """Each variant `repeats` times, interleaved and in a rotating order (bare-book-dlrun, book-dlrun-bare,
+    ...) so that drift in the machine's speed, and whatever a variant leaves behind for the next, hits every
+    variant alike; the row keeps the median run and the spread."""
     rows = []
     for model, (_, batch, _, steps) in SETTINGS.items():
         steps = max(3, int(steps * steps_scale))
-        for variant in VARIANTS:
-            proc = subprocess.run(
-                [sys.executable, __file__, "--variant", variant, "--model", model, "--steps", str(steps)],
-                capture_output=True,
-                text=True,
-                cwd=ROOT,
+        runs = {variant: [] for variant in VARIANTS}
+        for repeat in range(repeats):
+            for variant in VARIANTS[repeat % len(VARIANTS) :] + VARIANTS[: repeat % len(VARIANTS)]:
+                proc = subprocess.run(
+                    [sys.executable, __file__, "--variant", variant, "--model", model, "--steps", str(steps)],
+                    capture_output=True,
+                    text=True,
+                    cwd=ROOT,
+                )
+                if proc.returncode != 0:
+                    raise SystemExit(f"{variant}/{model} failed:\n{proc.stderr}")
+                runs[variant].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+                print(model, variant, runs[variant][-1], file=sys.stderr)
+        for variant, results in runs.items():
+            speeds = sorted(r["examples_per_s"] for r in results)
+            median = next(r for r in results if r["examples_per_s"] == speeds[len(speeds) // 2])
+            rows.append(
+                {
+                    "model": model,
+                    "variant": variant,
+                    "steps": steps,
+                    "batch": batch,
+                    "spread": (speeds[0], speeds[-1]),
+                    "repeats": len(results),
+                }
+                | median
             )
-            if proc.returncode != 0:
-                raise SystemExit(f"{variant}/{model} failed:\n{proc.stderr}")
-            result = json.loads(proc.stdout.strip().splitlines()[-1])
-            rows.append({"model": model, "variant": variant, "steps": steps, "batch": batch} | result)
-            print(rows[-1], file=sys.stderr)
     return rows
 
 
@@ -214,8 +243,9 @@ def write_markdown(rows: list[dict], path: Path, command: str) -> None:
         f"Measured with `{command}` on {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {rows[0]['threads']} threads, no GPU.",
         "",
-        "| model | loop | steps × batch | examples/s | × bare | × book | first step (s) | peak RSS (MB) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | loop | steps × batch | examples/s (median) | min–max | × bare | × book | CPU ms/step "
+        "| first step (s) | peak RSS (MB) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for model in SETTINGS:
         by = {r["variant"]: r for r in rows if r["model"] == model}
@@ -224,7 +254,8 @@ def write_markdown(rows: list[dict], path: Path, command: str) -> None:
             vs_book = r["examples_per_s"] / by["book"]["examples_per_s"]
             lines.append(
                 f"| {model} | {variant} | {r['steps']} × {r['batch']} | {r['examples_per_s']:,.0f} | "
-                f"{ratio:.2f} | {vs_book:.2f} | {r['first_step_s']:.1f} | {r['peak_rss_mb']:,.0f} |"
+                f"{r['spread'][0]:,.0f}–{r['spread'][1]:,.0f} | {ratio:.2f} | {vs_book:.2f} | "
+                f"{r['cpu_ms_per_step']:.1f} | {r['first_step_s']:.1f} | {r['peak_rss_mb']:,.0f} |"
             )
     lines += [
         "",
@@ -233,7 +264,11 @@ def write_markdown(rows: list[dict], path: Path, command: str) -> None:
         "`float()` per batch for its metrics; **dlrun** = `Trainer` with TensorBoard logging, progress "
         "output and a checkpoint. "
         "examples/s excludes the first step; *first step* counts from process start (imports and data "
-        "loading included).",
+        f"loading included). Each loop ran {rows[0]['repeats']} times, interleaved in a rotating order; "
+        "the row shows the median run. *CPU ms/step* is the process's CPU time per training step (all its "
+        "threads; for the book loop without its loader workers' decoding): far less sensitive than wall "
+        "time to other load on the machine. The bare ResNet-18 loop resizes the whole training set up "
+        "front, hence its memory.",
         "",
     ]
     path.write_text("\n".join(lines))
@@ -247,12 +282,13 @@ def main() -> None:
     parser.add_argument("--model", choices=list(SETTINGS), default="lenet")
     parser.add_argument("--steps", type=int)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every default step count")
+    parser.add_argument("--repeats", type=int, default=5, help="runs per loop; the table shows the median")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "performance.md")
     args = parser.parse_args()
     if args.variant:
         print(json.dumps(measure(args.variant, args.model, args.steps or SETTINGS[args.model][3])))
         return
-    rows = run_all(args.scale)
+    rows = run_all(args.scale, args.repeats)
     write_markdown(
         rows, args.out, "python " + " ".join([Path(__file__).relative_to(ROOT).as_posix(), *sys.argv[1:]])
     )

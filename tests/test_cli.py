@@ -157,14 +157,13 @@ def test_bad_value_names_the_group(tmp_path):
 def test_help_lists_groups_and_options(tmp_path):
     out = run_cli(["--help"], tmp_path).stdout
     assert "== Config groups ==" in out
-    for line in (
-        "model: ",
-        "data: fake, fashion_mnist, mnist",
-        "optim: adam, adamw, sgd",
-        "experiment/d2l: ",
-    ):
+    for line in ("model: ", "data: ", "optim: adam, adamw, sgd", "experiment/d2l: "):
         assert line in out, line
-    assert "lenet_bn" in out
+    groups = {
+        line.split(": ")[0]: line.split(": ")[1].split(", ") for line in out.splitlines() if ": " in line
+    }
+    assert {"fake", "fashion_mnist", "mnist"} <= set(groups["data"])
+    assert {"lenet", "lenet_bn", "mlp"} <= set(groups["model"])
 
 
 def test_cfg_job_and_info(tmp_path):
@@ -173,3 +172,11 @@ def test_cfg_job_and_info(tmp_path):
     info = run_cli(["--info", "defaults"], tmp_path).stdout
     assert "model/lenet_relu" in info
     assert not (tmp_path / "outputs").exists()  # neither ran anything
+
+
+def test_predict_mode_needs_a_checkpoint_and_a_task_that_predicts(smoke_run, tmp_path):
+    proc = run_cli([*SMOKE, "mode=predict"], tmp_path, check=False)
+    assert proc.returncode == 2 and "error: mode=predict needs ckpt_path=" in proc.stderr
+    _, run_dir, _ = smoke_run
+    proc = run_cli([*SMOKE, "mode=predict", f"ckpt_path={run_dir}"], tmp_path, check=False)
+    assert proc.returncode == 2 and "has no predict mode" in proc.stderr

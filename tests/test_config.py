@@ -16,6 +16,28 @@ OPTIONS = [
 ]
 
 
+# Options that only compose with particular partners (e.g. a text dataset needs a text task and model).
+COMPANIONS: dict[str, list[str]] = {
+    "model=linear_regression": ["data=synthetic_linear", "task=regression"],
+    "task=regression": ["data=synthetic_linear", "model=linear_regression"],
+    **{
+        f"data={name}": ["task=regression", "model=linear_regression"]
+        for name in ("synthetic_linear", "polynomial", "high_dim_linear", "kaggle_house", "csv")
+    },
+    "data=timemachine": ["task=language_model", "model=gru"],
+    "data=text": ["task=language_model", "model=gru", "data.path=corpus.txt"],
+    "task=language_model": ["data=timemachine", "model=gru"],
+    **{
+        f"model={name}": ["data=timemachine", "task=language_model"]
+        for name in ("rnn_scratch", "rnn", "gru_scratch", "gru", "lstm_scratch", "lstm")
+    },
+}
+
+
+def overrides_for(group: str, option: str) -> list[str]:
+    return [f"{group}={option}", *COMPANIONS.get(f"{group}={option}", [])]
+
+
 def test_groups_are_the_documented_ones():
     assert set(GROUPS) >= {
         "model",
@@ -32,18 +54,30 @@ def test_groups_are_the_documented_ones():
 
 @pytest.mark.parametrize("group, option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_option_composes_and_resolves(compose_cfg, group, option):
-    cfg = compose_cfg([f"{group}={option}"])
+    cfg = compose_cfg(overrides_for(group, option))
     job = OmegaConf.to_container(cfg)
     job.pop("hydra")
     resolved = OmegaConf.to_container(OmegaConf.create(job), resolve=True)
-    assert resolved["model"]["num_classes"] == resolved["data"]["num_classes"]
-    assert resolved["model"]["in_channels"] == resolved["data"]["channels"]
+    if "num_classes" in resolved["data"]:
+        assert resolved["model"]["num_classes"] == resolved["data"]["num_classes"]
+        assert resolved["model"]["in_channels"] == resolved["data"]["channels"]
     if group == "experiment":
         assert cfg.name == option.replace("/", "_") or option == "smoke"
 
 
-@pytest.mark.parametrize("option", [o for g, o in OPTIONS if g == "model"])
-def test_every_model_builds_from_the_data_config(compose_cfg, option):
+# Models with a `???` key (vocab_size, in_features) get it from the data at run time: text and tabular
+# models. Every other model takes images.
+IMAGE_MODELS = [
+    o for g, o in OPTIONS if g == "model" and "???" not in (CONF_DIR / "model" / f"{o}.yaml").read_text()
+]
+
+
+def test_image_models_are_found():
+    assert {"lenet", "lenet_relu", "mlp_dropout", "resnet34", "vgg11_quarter"} <= set(IMAGE_MODELS)
+
+
+@pytest.mark.parametrize("option", IMAGE_MODELS)
+def test_every_image_model_builds_from_the_data_config(compose_cfg, option):
     cfg = compose_cfg([f"model={option}", "data.num_classes=7", "data.channels=3"])
     model = instantiate(model_node(cfg))
     size = cfg.model.image_size

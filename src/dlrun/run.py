@@ -8,6 +8,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dlrun.engine.seed import seed_everything
+from dlrun.engine.trainer import write_json
 from dlrun.errors import DlrunError
 
 log = logging.getLogger("dlrun")
@@ -29,27 +30,56 @@ def build(node: DictConfig, group: str, **kwargs):
 
 
 def model_node(cfg: DictConfig) -> dict:
-    """The model's constructor arguments: `input_size` only tells data.resize what the model needs."""
+    """The model's constructor arguments: `input_size` only tells data.resize what the model needs.
+    What the data learns only when it is built (a text vocabulary's size) comes from `data.model_kwargs`."""
     node = OmegaConf.to_container(cfg.model, resolve=True)
     node.pop("input_size", None)
     return node
 
 
-def run(cfg: DictConfig) -> float | None:
-    run_dir = Path(cfg.paths.output_dir)
-    config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
-    seed_everything(cfg.seed)
+# Keys of the trainer group that the runner handles (they shape how many trainings run, not one of them).
+RUNNER_KEYS = ("kfold", "kfold_refit")
 
-    trainer = build(cfg.trainer, "trainer")
+
+def trainer_node(cfg: DictConfig) -> dict:
+    node = OmegaConf.to_container(cfg.trainer, resolve=True)
+    for key in RUNNER_KEYS:
+        node.pop(key, None)
+    return node
+
+
+def run(cfg: DictConfig) -> float | None:
+    if cfg.mode == "predict":
+        predict(cfg)
+        return None
+    if cfg.mode != "train":
+        raise DlrunError(f"mode={cfg.mode!r} is unknown; use train or predict")
+    run_dir = Path(cfg.paths.output_dir)
+    seed_everything(cfg.seed)
     data = build(cfg.data, "data")
-    model = build(model_node(cfg), "model")
+    if cfg.trainer.get("kfold"):
+        return run_kfold(cfg, data, int(cfg.trainer.kfold), run_dir)
+    result = train_one(cfg, data, run_dir)
+    print_summary(result)
+    best = result["best"] or {}
+    metric = cfg.get("optimized_metric")
+    return best.get(metric) if metric else None
+
+
+def train_one(cfg: DictConfig, data, run_dir: Path, label: str | None = None) -> dict:
+    """Build a fresh model, task, optimizer, scheduler, logger and trainer, and train on `data`."""
+    seed_everything(cfg.seed)
+    trainer = build(trainer_node(cfg), "trainer")
+    model = build(model_node(cfg), "model", **getattr(data, "model_kwargs", {}))
     task = build(cfg.task, "task")
     optimizer = build(cfg.optim, "optim")
     scheduler = build(cfg.sched.scheduler, "sched") if cfg.sched.scheduler is not None else None
-    logger = None if trainer.fast_dev_run else build(cfg.logger, "logger")
-
+    logger = None
+    if not trainer.fast_dev_run:
+        logger = build(cfg.logger, "logger", **({"log_dir": str(run_dir)} if "log_dir" in cfg.logger else {}))
     log.info(
-        "run %s: model=%s data=%s on %s, precision %s, %s parameters",
+        "%s %s: model=%s data=%s on %s, precision %s, %s parameters",
+        label or "run",
         cfg.name,
         cfg.model._target_.rsplit(".", 1)[-1],
         cfg.data._target_.rsplit(".", 1)[-1],
@@ -58,7 +88,7 @@ def run(cfg: DictConfig) -> float | None:
         f"{sum(p.numel() for p in model.parameters()):,}",
     )
     log.info("outputs: %s", run_dir)
-    result = trainer.fit(
+    return trainer.fit(
         model,
         task,
         data,
@@ -68,19 +98,95 @@ def run(cfg: DictConfig) -> float | None:
         logger,
         run_dir=run_dir,
         runs_root=run_dir.parent,
-        config_yaml=config_yaml,
+        config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
         seed=cfg.seed,
+        title=f"{cfg.name} {label or ''}".strip(),
     )
-    print_summary(result)
-    best = result["best"] or {}
+
+
+def run_kfold(cfg: DictConfig, data, num_folds: int, run_dir: Path) -> float | None:
+    """trainer.kfold=K: K trainings on seeded folds (fold_<k>/), their mean and std in metrics.json,
+    summary.csv/png across folds, and with trainer.kfold_refit=true a final model on all data (refit/)."""
+    from dlrun.callbacks import write_summary
+
+    if cfg.trainer.get("resume"):
+        raise DlrunError("trainer.resume is not supported with trainer.kfold; rerun the K-fold run")
+    if not hasattr(data, "fold"):
+        raise DlrunError(f"data {cfg.data._target_} cannot be split into folds (it has no fold())")
+    folds = []
+    for k in range(num_folds):
+        result = train_one(
+            cfg, data.fold(k, num_folds, cfg.seed), run_dir / f"fold_{k}", f"fold {k + 1}/{num_folds}"
+        )
+        folds.append(result)
+    summary = kfold_summary(folds)
+    if cfg.trainer.get("kfold_refit"):
+        refit = train_one(cfg, data.refit(), run_dir / "refit", "refit on all folds")
+        summary["refit"] = {k: refit[k] for k in ("run_dir", "final", "epochs")}
+    summary["wall_time_s"] = sum(f["wall_time_s"] for f in folds)
+    write_json(run_dir / "metrics.json", summary)
+    write_summary(run_dir)
+    for name in sorted(summary["mean"]):
+        log.info(
+            "%d-fold %s: mean %.4f, std %.4f", num_folds, name, summary["mean"][name], summary["std"][name]
+        )
+    log.info("outputs: %s (fold_*/, metrics.json, summary.csv, summary.png)", run_dir)
     metric = cfg.get("optimized_metric")
-    return best.get(metric) if metric else None
+    return summary["mean"].get(metric) if metric else None
+
+
+def kfold_summary(folds: list[dict]) -> dict:
+    """Mean and (population) std over folds of every final train/val metric."""
+    names = [k for k in folds[0]["final"] if k.startswith(("train/", "val/"))]
+    mean, std = {}, {}
+    for name in names:
+        values = [f["final"][name] for f in folds]
+        mean[name] = sum(values) / len(values)
+        std[name] = (sum((v - mean[name]) ** 2 for v in values) / len(values)) ** 0.5
+    return {
+        "status": "completed" if all(f["status"] == "completed" for f in folds) else "incomplete",
+        "kfold": len(folds),
+        "monitor": folds[0]["monitor"],
+        "mean": mean,
+        "std": std,
+        "num_params": folds[0]["num_params"],
+        "folds": [{k: f[k] for k in ("run_dir", "epochs", "final", "best", "wall_time_s")} for f in folds],
+    }
+
+
+def predict(cfg: DictConfig) -> None:
+    """mode=predict: load ckpt_path's weights into the configured model and let the task predict."""
+    from dlrun.engine import checkpoint
+    from dlrun.engine.device import select_device
+
+    if not cfg.get("ckpt_path"):
+        raise DlrunError("mode=predict needs ckpt_path=<run dir or .ckpt file> (a trained run's best.ckpt)")
+    path = Path(cfg.ckpt_path)
+    path = path / "best.ckpt" if path.is_dir() else path
+    task = build(cfg.task, "task")
+    if not hasattr(task, "predict"):
+        raise DlrunError(f"task {cfg.task._target_} has no predict mode")
+    seed_everything(cfg.seed)
+    device = select_device(cfg.trainer.device)
+    data = build(cfg.data, "data")
+    data.setup(device, cfg.seed)
+    model = build(model_node(cfg), "model", **getattr(data, "model_kwargs", {}))
+    try:
+        model.load_state_dict(checkpoint.load(path)["model"])
+    except RuntimeError as err:
+        raise DlrunError(
+            f"{path} does not fit this model ({str(err).splitlines()[0]}); "
+            "use the same model options as the run that wrote it"
+        ) from None
+    model.to(device).eval()
+    log.info("predicting with %s", path)
+    task.predict(model, data, Path(cfg.paths.output_dir))
 
 
 def print_summary(result: dict) -> None:
     best = result["best"] or {}
     final = result["final"]
-    val = "  ".join(f"{k} {v:.4f}" for k, v in final.items() if k.startswith("val/"))
+    val = "  ".join(f"{k} {v:.4g}" for k, v in final.items() if k.startswith("val/"))
     lines = [
         "─" * 64,
         f"{result['status']}: {result['epochs']} epochs, {result['global_step']} steps in "
@@ -88,7 +194,7 @@ def print_summary(result: dict) -> None:
         f"final  {val}",
     ]
     if best:
-        lines.append(f"best   {result['monitor']} {best[result['monitor']]:.4f} at epoch {best['epoch']}")
+        lines.append(f"best   {result['monitor']} {best[result['monitor']]:.4g} at epoch {best['epoch']}")
     lines += [
         f"params {result['num_params']:,}   device {result['device']}   precision {result['precision']}",
         f"run    {result['run_dir']}   (metrics.json, checkpoints, TensorBoard events)",

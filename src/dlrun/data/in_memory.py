@@ -1,5 +1,6 @@
 """Datasets small enough to live in memory as tensors, batched by indexing: no per-sample Python work."""
 
+import copy
 from collections.abc import Callable
 
 import torch
@@ -70,6 +71,35 @@ class InMemoryData:
         elif device.type == "cuda":
             for name in ("x_train", "y_train", "x_val", "y_val"):
                 setattr(self, name, getattr(self, name).pin_memory())
+
+    def kfold_pool(self) -> tuple[Tensor, Tensor]:
+        """The labelled examples K-fold splits: all of them where a subclass keeps them as x_all/y_all."""
+        if hasattr(self, "x_all"):
+            return self.x_all, self.y_all
+        return self.x_train, self.y_train
+
+    def fold(self, k: int, num_folds: int, seed: int = 0) -> "InMemoryData":
+        """A copy of this data module that trains on all folds but the k-th and validates on the k-th.
+
+        The split is a seeded permutation of the pool cut into num_folds nearly equal parts: every example
+        is validated exactly once over the K folds, and the same seed gives the same folds."""
+        x, y = self.kfold_pool()
+        if not 2 <= num_folds <= len(y):
+            raise DlrunError(f"trainer.kfold={num_folds} needs 2 <= K <= {len(y)} (the number of examples)")
+        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+        parts = order.tensor_split(num_folds)
+        val_idx = parts[k]
+        train_idx = torch.cat([p for i, p in enumerate(parts) if i != k])
+        folded = copy.copy(self)
+        folded.x_train, folded.y_train = x[train_idx], y[train_idx]
+        folded.x_val, folded.y_val = x[val_idx], y[val_idx]
+        return folded
+
+    def refit(self) -> "InMemoryData":
+        """A copy that trains on the whole pool (validation stays as it was)."""
+        refit = copy.copy(self)
+        refit.x_train, refit.y_train = self.kfold_pool()
+        return refit
 
     def train_loader(self, epoch: int = 0, skip: int = 0) -> TensorBatches:
         sampler = EpochBatchSampler(

@@ -18,7 +18,9 @@ from torch import nn
 
 from dlrun import __version__
 from dlrun.engine import checkpoint as ckpt_io
+from dlrun.engine.curves import CurvePlotter
 from dlrun.engine.device import Precision, select_device
+from dlrun.engine.early_stopping import EarlyStopping
 from dlrun.engine.metrics import MetricSums
 from dlrun.engine.progress import Progress
 from dlrun.engine.seed import set_deterministic
@@ -37,8 +39,15 @@ class TrainState:
     history: list = field(default_factory=list)  # one dict of metrics per finished epoch
 
 
+def write_json(path: Path, obj: dict) -> None:
+    """Atomically, like the checkpoints."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
 def _hook(task, name: str, *args) -> None:
-    """Tasks may define on_train_epoch_start(model), on_validation_start(model),
+    """Tasks may define on_fit_start(model, data), on_train_epoch_start(model), on_validation_start(model),
     on_epoch_end(model, epoch, logger) and on_fit_end(model, logger); all are optional."""
     fn = getattr(task, name, None)
     if fn is not None:
@@ -75,6 +84,9 @@ class Trainer:
         resume: str | None = None,
         monitor: str = "val/loss",
         monitor_mode: str = "min",
+        early_stopping: dict | None = None,
+        curves: bool = True,
+        curves_log_scale: bool = False,
     ):
         if gradient_clip_algorithm not in ("norm", "value"):
             raise DlrunError(
@@ -103,6 +115,9 @@ class Trainer:
         self.resume = resume
         self.monitor = monitor
         self.monitor_mode = monitor_mode
+        self.early_stopping = EarlyStopping(**dict(early_stopping or {}))
+        self.draw_curves = curves and not self.fast_dev_run
+        self.curves_log_scale = curves_log_scale
 
     # ------------------------------------------------------------------ fit
     def fit(
@@ -118,6 +133,7 @@ class Trainer:
         runs_root: str | Path | None = None,
         config_yaml: str | None = None,
         seed: int = 0,
+        title: str | None = None,
     ) -> dict:
         """Train until max_epochs/max_steps; returns (and writes to metrics.json) the run's summary."""
         if scheduler_interval not in ("epoch", "step"):
@@ -136,10 +152,17 @@ class Trainer:
         self.state = TrainState()
         self.train_sums = MetricSums()
         self.resumed_from = None
+        self.stopped_early = None
+        self.curves = (
+            CurvePlotter(self.run_dir / "curves.png", self.monitor, self.curves_log_scale, title=title)
+            if self.draw_curves
+            else None
+        )
         self._pending_losses: list[tuple[int, torch.Tensor]] = []
         self._last_finite: tuple[int, float] | None = None
         self.num_params = sum(p.numel() for p in self.model.parameters())
         data.setup(self.device, seed)
+        _hook(task, "on_fit_start", self.model, data)
 
         resume_path = self._resume_path(runs_root)
         if resume_path is not None:
@@ -163,8 +186,10 @@ class Trainer:
             raise
         finally:
             self.progress.end_epoch()
+            if self.curves is not None:
+                self.curves.update(self.state.history, final=True)
             self.summary = self._summary(status, time.perf_counter() - start)
-            self._write_json(self.run_dir / "metrics.json", self.summary)
+            write_json(self.run_dir / "metrics.json", self.summary)
             if status == "completed":
                 self.logger.log_hparams(
                     self.summary["final"] | {"best/" + k: v for k, v in self._best().items()}
@@ -173,7 +198,11 @@ class Trainer:
         return self.summary
 
     def _finished(self) -> bool:
-        return self.state.epoch >= self.max_epochs or 0 < self.max_steps <= self.state.global_step
+        return (
+            self.state.epoch >= self.max_epochs
+            or 0 < self.max_steps <= self.state.global_step
+            or self.stopped_early is not None
+        )
 
     # ---------------------------------------------------------------- epoch
     def _run_epoch(self) -> None:
@@ -204,6 +233,21 @@ class Trainer:
         self.logger.log_metrics(metrics, step=epoch)
         self.progress.epoch_line(epoch, self.max_epochs, metrics)
         _hook(self.task, "on_epoch_end", self.model, epoch, self.logger)
+        if self.curves is not None:
+            self.curves.update(self.state.history)
+        self.stopped_early = self.early_stopping.check(self.state.history)
+        if self.stopped_early:
+            stop = self.stopped_early
+            log.info(
+                "early stopping at epoch %d: %s has not improved by more than %g for %d epochs; "
+                "best %.4g at epoch %d",
+                epoch,
+                stop["monitor"],
+                self.early_stopping.min_delta,
+                stop["patience"],
+                stop["best"],
+                stop["best_epoch"],
+            )
         if self.save_checkpoints:
             self._save(self.run_dir / "last.ckpt")
             if improved:
@@ -426,11 +470,6 @@ class Trainer:
             "run_dir": str(self.run_dir),
             "best_ckpt": str(self.run_dir / "best.ckpt") if (self.run_dir / "best.ckpt").is_file() else None,
             "resumed_from": self.resumed_from,
+            "stopped_early": self.stopped_early,
             "history": self.state.history,
         }
-
-    @staticmethod
-    def _write_json(path: Path, obj: dict) -> None:
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(obj, indent=2))
-        os.replace(tmp, path)

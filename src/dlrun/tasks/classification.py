@@ -1,4 +1,3 @@
-import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -30,8 +29,3 @@ class ClassificationTask:
         if count == 0:
             return {}
         return {"loss": sums["loss"] / count, "acc": sums["correct"] / count}
-
-    @staticmethod
-    @torch.no_grad()
-    def predict(model: nn.Module, x: Tensor) -> Tensor:
-        return model(x).argmax(dim=1)

@@ -1,0 +1,95 @@
+"""Hydra callbacks. Imported when Hydra starts, so nothing heavy at module level."""
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("dlrun")
+
+
+def collect_runs(sweep_dir: Path) -> list[dict]:
+    """One row per job of a sweep: its overrides, status, best and final metrics, time."""
+    rows = []
+    for metrics_file in sorted(
+        sweep_dir.glob("*/metrics.json"),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else p.parent.name,
+    ):
+        metrics = json.loads(metrics_file.read_text())
+        overrides_file = metrics_file.parent / ".hydra" / "overrides.yaml"
+        overrides = OmegaConf.load(overrides_file) if overrides_file.is_file() else []
+        row = {
+            "job": metrics_file.parent.name,
+            "overrides": list(overrides),
+            "status": metrics.get("status"),
+            "epochs": metrics.get("epochs"),
+            "wall_time_s": round(metrics.get("wall_time_s", 0.0), 2),
+        }
+        best = metrics.get("best") or {}
+        monitor = metrics.get("monitor")
+        if monitor and monitor in best:
+            row[f"best {monitor}"] = best[monitor]
+            row["best epoch"] = best.get("epoch")
+        for key, value in (metrics.get("final") or {}).items():
+            if key.startswith(("train/", "val/")):
+                row[f"final {key}"] = value
+        for key, value in (metrics.get("mean") or {}).items():  # K-fold runs
+            row[f"mean {key}"] = value
+        row["_history"] = metrics.get("history") or []
+        row["_monitor"] = monitor
+        rows.append(row)
+    # Label each run by what sets it apart: the overrides that all jobs share say nothing.
+    shared = set.intersection(*(set(r["overrides"]) for r in rows)) if len(rows) > 1 else set()
+    for row in rows:
+        row["overrides"] = " ".join(o for o in row["overrides"] if o not in shared)
+    return rows
+
+
+def write_summary(sweep_dir: Path) -> Path | None:
+    rows = collect_runs(sweep_dir)
+    if not rows:
+        return None
+    columns = list(dict.fromkeys(k for row in rows for k in row if not k.startswith("_")))
+    path = sweep_dir / "summary.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    plot_summary(rows, sweep_dir / "summary.png")
+    return path
+
+
+def plot_summary(rows: list[dict], path: Path) -> None:
+    """Every run's validation curves on shared axes: val/loss and the monitored metric."""
+    from matplotlib.figure import Figure
+
+    monitor = next((r["_monitor"] for r in rows if r["_monitor"]), "val/loss")
+    panels = ["val/loss"] + ([monitor] if monitor != "val/loss" else [])
+    fig = Figure(figsize=(5.5 * len(panels), 3.8), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, name in zip(axes, panels, strict=True):
+        for row in rows:
+            history = row["_history"]
+            ax.plot(
+                [h["epoch"] for h in history],
+                [h.get(name, float("nan")) for h in history],
+                label=row["overrides"] or f"job {row['job']}",
+            )
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.savefig(path, dpi=100)
+
+
+class SweepSummary(Callback):
+    """After a multirun: summary.csv (one row per run) and summary.png (val curves) in the sweep dir."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        path = write_summary(sweep_dir)
+        if path is not None:
+            log.info("sweep summary: %s, %s", path, path.with_suffix(".png"))
