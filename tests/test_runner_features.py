@@ -148,3 +148,21 @@ def test_kfold_run_trains_k_models_and_reports_mean_and_std(tmp_path):
     assert metrics["std"]["val/acc"] == pytest.approx(torch.tensor(accs).std(unbiased=False).item(), abs=1e-7)
     assert (run / "refit" / "best.ckpt").is_file() and (run / "summary.csv").is_file()
     assert list((run / "fold_0").glob("events.out.tfevents.*"))  # each fold logs under its own sub-run
+
+
+def test_predict_uses_the_refit_model_else_the_average_of_the_folds(tmp_path):
+    from dlrun.models.ensemble import Ensemble
+    from dlrun.run import checkpoints_for_prediction
+
+    for k in range(3):
+        (tmp_path / f"fold_{k}").mkdir()
+        (tmp_path / f"fold_{k}" / "best.ckpt").write_bytes(b"")
+    assert checkpoints_for_prediction(tmp_path) == [tmp_path / f"fold_{k}" / "best.ckpt" for k in range(3)]
+    (tmp_path / "refit").mkdir()
+    (tmp_path / "refit" / "last.ckpt").write_bytes(b"")
+    assert checkpoints_for_prediction(tmp_path) == [tmp_path / "refit" / "last.ckpt"]
+    with pytest.raises(DlrunError, match="no .ckpt file"):
+        checkpoints_for_prediction(tmp_path / "fold_0" / "nothing")
+    a, b = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+    x = torch.randn(4, 2)
+    torch.testing.assert_close(Ensemble([a, b])(x), (a(x) + b(x)) / 2)

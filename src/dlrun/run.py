@@ -154,15 +154,29 @@ def kfold_summary(folds: list[dict]) -> dict:
     }
 
 
+def checkpoints_for_prediction(path: Path) -> list[Path]:
+    """A .ckpt file; a run dir's best.ckpt; a K-fold run's refit model, else every fold's best.ckpt."""
+    if path.is_file():
+        return [path]
+    if (path / "best.ckpt").is_file():
+        return [path / "best.ckpt"]
+    if (path / "refit" / "last.ckpt").is_file():
+        return [path / "refit" / "last.ckpt"]
+    folds = sorted(path.glob("fold_*/best.ckpt"))
+    if folds:
+        return folds
+    raise DlrunError(f"ckpt_path={path}: no .ckpt file, best.ckpt, refit/ or fold_*/best.ckpt there")
+
+
 def predict(cfg: DictConfig) -> None:
     """mode=predict: load ckpt_path's weights into the configured model and let the task predict."""
     from dlrun.engine import checkpoint
     from dlrun.engine.device import select_device
+    from dlrun.models.ensemble import Ensemble
 
     if not cfg.get("ckpt_path"):
         raise DlrunError("mode=predict needs ckpt_path=<run dir or .ckpt file> (a trained run's best.ckpt)")
-    path = Path(cfg.ckpt_path)
-    path = path / "best.ckpt" if path.is_dir() else path
+    paths = checkpoints_for_prediction(Path(cfg.ckpt_path))
     task = build(cfg.task, "task")
     if not hasattr(task, "predict"):
         raise DlrunError(f"task {cfg.task._target_} has no predict mode")
@@ -170,16 +184,19 @@ def predict(cfg: DictConfig) -> None:
     device = select_device(cfg.trainer.device)
     data = build(cfg.data, "data")
     data.setup(device, cfg.seed)
-    model = build(model_node(cfg), "model", **getattr(data, "model_kwargs", {}))
-    try:
-        model.load_state_dict(checkpoint.load(path)["model"])
-    except RuntimeError as err:
-        raise DlrunError(
-            f"{path} does not fit this model ({str(err).splitlines()[0]}); "
-            "use the same model options as the run that wrote it"
-        ) from None
-    model.to(device).eval()
-    log.info("predicting with %s", path)
+    models = []
+    for path in paths:
+        model = build(model_node(cfg), "model", **getattr(data, "model_kwargs", {}))
+        try:
+            model.load_state_dict(checkpoint.load(path)["model"])
+        except RuntimeError as err:
+            raise DlrunError(
+                f"{path} does not fit this model ({str(err).splitlines()[0]}); "
+                "use the same model options as the run that wrote it"
+            ) from None
+        models.append(model)
+    model = (models[0] if len(models) == 1 else Ensemble(models)).to(device).eval()
+    log.info("predicting with %s", ", ".join(str(p) for p in paths))
     task.predict(model, data, Path(cfg.paths.output_dir))
 
 
