@@ -1,7 +1,7 @@
 from torch import nn
 
 from dlrun.models.init import init_weights
-from dlrun.models.layers import output_features
+from dlrun.models.layers import dense_head, output_features
 
 
 class AlexNet(nn.Sequential):
@@ -34,12 +34,6 @@ class AlexNet(nn.Sequential):
         flat = output_features(features, in_channels, image_size)  # 6400 at 224 px
         super().__init__(
             *features,
-            nn.Linear(flat, 4096),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(4096, 4096),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(4096, num_classes),
+            *dense_head(flat, num_classes, dropout),
         )
         init_weights(self, init)

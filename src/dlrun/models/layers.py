@@ -36,3 +36,18 @@ def output_features(body: nn.Module, in_channels: int, image_size: int) -> int:
     finally:
         body.train(was_training)
     return out.flatten(1).shape[1]
+
+
+def dense_head(
+    in_features: int, num_classes: int, dropout: float = 0.5, width: int = 4096
+) -> list[nn.Module]:
+    """AlexNet's and VGG's classifier: two `width`-wide ReLU layers with dropout, then the class layer."""
+    return [
+        nn.Linear(in_features, width),
+        nn.ReLU(),
+        nn.Dropout(dropout),
+        nn.Linear(width, width),
+        nn.ReLU(),
+        nn.Dropout(dropout),
+        nn.Linear(width, num_classes),
+    ]

@@ -2,7 +2,7 @@ from torch import nn
 
 from dlrun.errors import DlrunError
 from dlrun.models.init import init_weights
-from dlrun.models.layers import output_features
+from dlrun.models.layers import dense_head, output_features
 
 VGG11 = ((1, 64), (1, 128), (2, 256), (2, 512), (2, 512))
 
@@ -43,12 +43,6 @@ class VGG(nn.Sequential):
         flat = output_features(features, in_channels, image_size)  # channels * 7 * 7 at 224 px
         super().__init__(
             *features,
-            nn.Linear(flat, 4096),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(4096, 4096),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(4096, num_classes),
+            *dense_head(flat, num_classes, dropout),
         )
         init_weights(self, init)

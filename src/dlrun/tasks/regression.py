@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from dlrun.errors import DlrunError
+from dlrun.tasks.base import Task
 
 log = logging.getLogger("dlrun")
 
@@ -31,7 +32,7 @@ def _fmt(t: Tensor) -> str:
     return "[" + ", ".join(f"{v:.6g}" for v in t.reshape(-1).tolist()) + "]"
 
 
-class RegressionTask:
+class RegressionTask(Task):
     """`loss="mse"`: mean squared error (nn.MSELoss, the book's concise chapters and Kaggle House);
     `loss="squared"`: the book's squared_loss, (y_hat - y)^2 / 2, averaged over the batch.
 
@@ -57,7 +58,7 @@ class RegressionTask:
         self.data = None
 
     # ------------------------------------------------------------ steps
-    def _step(self, model: nn.Module, batch) -> tuple[Tensor, dict[str, Tensor], int]:
+    def step(self, model: nn.Module, batch) -> tuple[Tensor, dict[str, Tensor], int]:
         x, y = batch
         y_hat = model(x).float()
         y = y.float().reshape(y_hat.shape)
@@ -72,12 +73,6 @@ class RegressionTask:
                 log_err = torch.log(y_hat.clamp(min=1.0)) - torch.log(y)
                 stats["sq_log_err"] = log_err.square().reshape(n, -1).mean(dim=1).sum()
         return loss, stats, n
-
-    def training_step(self, model: nn.Module, batch) -> tuple[Tensor, dict[str, Tensor], int]:
-        return self._step(model, batch)
-
-    def validation_step(self, model: nn.Module, batch) -> tuple[Tensor, dict[str, Tensor], int]:
-        return self._step(model, batch)
 
     @staticmethod
     def compute(sums: dict[str, float], count: int) -> dict[str, float]:
