@@ -36,7 +36,7 @@ def plot_history(
 
 
 class CurvePlotter:
-    """Redraws curves.png at epoch ends, at most every `min_interval_s` seconds (always at the end),
+    """Redraws curves.png at epoch ends, at most every `min_interval_s` seconds (and always at the end),
     so that runs made of many short epochs do not spend their time drawing."""
 
     def __init__(
@@ -49,7 +49,8 @@ class CurvePlotter:
     ):
         self.path, self.main_metric, self.log_scale = Path(path), main_metric, log_scale
         self.min_interval_s, self.title = min_interval_s, title
-        self.last_drawn = float("-inf")
+        # Counting from the start: a run shorter than min_interval_s draws once, after its last epoch.
+        self.last_drawn = time.monotonic()
 
     def update(self, history: list[dict], final: bool = False) -> None:
         if not history or (not final and time.monotonic() - self.last_drawn < self.min_interval_s):
