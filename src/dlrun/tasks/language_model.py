@@ -16,11 +16,12 @@ from torch.nn import functional as F
 
 from dlrun.errors import DlrunError
 from dlrun.models.rnn import detach_state
+from dlrun.tasks.base import Task
 
 log = logging.getLogger("dlrun")
 
 
-class LanguageModelTask:
+class LanguageModelTask(Task):
     """Batches of (X, Y) token ids (batch, steps); the model maps (X, state) to (logits, state)."""
 
     def __init__(
@@ -80,7 +81,7 @@ class LanguageModelTask:
             log.info("sample: %s", text)
 
     # ---------------------------------------------------------------- steps
-    def _step(self, model: nn.Module, batch) -> tuple[Tensor, dict[str, Tensor], int]:
+    def step(self, model: nn.Module, batch) -> tuple[Tensor, dict[str, Tensor], int]:
         x, y = batch
         state = self.state if self.carry_state else None
         if state is not None and (state[0] if isinstance(state, tuple) else state).shape[1] != x.shape[0]:
@@ -90,12 +91,6 @@ class LanguageModelTask:
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1))
         n = y.numel()
         return loss, {"loss": loss.detach() * n}, n
-
-    def training_step(self, model: nn.Module, batch) -> tuple[Tensor, dict[str, Tensor], int]:
-        return self._step(model, batch)
-
-    def validation_step(self, model: nn.Module, batch) -> tuple[Tensor, dict[str, Tensor], int]:
-        return self._step(model, batch)
 
     @staticmethod
     def compute(sums: dict[str, float], count: int) -> dict[str, float]:
