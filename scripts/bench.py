@@ -268,7 +268,8 @@ def write_markdown(rows: list[dict], path: Path, command: str) -> None:
         "the row shows the median run. *CPU ms/step* is the process's CPU time per training step (all its "
         "threads; for the book loop without its loader workers' decoding): far less sensitive than wall "
         "time to other load on the machine. The bare ResNet-18 loop resizes the whole training set up "
-        "front, hence its memory.",
+        "front, hence its memory. `scripts/bench_engine_cpu.py` measures the engine's own CPU time per "
+        "step against the bare loop.",
         "",
     ]
     path.write_text("\n".join(lines))
