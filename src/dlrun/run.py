@@ -9,7 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dlrun.engine.seed import seed_everything
 from dlrun.engine.trainer import write_json
-from dlrun.errors import DlrunError
+from dlrun.errors import DlrunError, first_line
 
 log = logging.getLogger("dlrun")
 
@@ -25,7 +25,7 @@ def build(node: DictConfig, group: str, **kwargs):
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         lines = [line for line in lines if not line.startswith("full_key:")]
         if cause is not None and str(cause).strip():
-            lines.append(f"{type(cause).__name__}: {str(cause).strip().splitlines()[0]}")
+            lines.append(f"{type(cause).__name__}: {first_line(cause)}")
         raise DlrunError(f"{group}: {' '.join(dict.fromkeys(lines))}") from None
 
 
@@ -187,13 +187,9 @@ def predict(cfg: DictConfig) -> None:
     models = []
     for path in paths:
         model = build(model_node(cfg), "model", **getattr(data, "model_kwargs", {}))
-        try:
-            model.load_state_dict(checkpoint.load(path)["model"])
-        except RuntimeError as err:
-            raise DlrunError(
-                f"{path} does not fit this model ({str(err).splitlines()[0]}); "
-                "use the same model options as the run that wrote it"
-            ) from None
+        checkpoint.load_model_weights(
+            model, checkpoint.load(path)["model"], path, "use the same model options as the run that wrote it"
+        )
         models.append(model)
     model = (models[0] if len(models) == 1 else Ensemble(models)).to(device).eval()
     log.info("predicting with %s", ", ".join(str(p) for p in paths))

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from dlrun.data.in_memory import InMemoryData
-from dlrun.errors import DlrunError
+from dlrun.errors import DlrunError, first_line
 
 log = logging.getLogger("dlrun")
 
@@ -258,7 +258,7 @@ def kaggle_house_files(root: str | Path, download_missing: bool) -> tuple[Path, 
             try:
                 download(url, paths[name], sha1)
             except (OSError, ValueError) as err:
-                reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                reason = first_line(err)
                 raise DlrunError(
                     f"{where}, and downloading failed ({reason}); copy the files there, or point "
                     f"DLRUN_DATA_DIR (paths.data_dir) at a folder that holds them"

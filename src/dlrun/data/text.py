@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from dlrun.errors import DlrunError
+from dlrun.errors import DlrunError, first_line
 
 log = logging.getLogger("dlrun")
 
@@ -238,7 +238,7 @@ class TextData:
         try:
             return self.path.read_text(encoding=encoding)
         except (UnicodeDecodeError, LookupError) as err:
-            reason = str(err).splitlines()[0]
+            reason = first_line(err)
             raise DlrunError(
                 f"{self.path} could not be read as {encoding} ({reason}); set data.encoding"
             ) from None
@@ -332,7 +332,7 @@ class TimeMachineData(TextData):
             try:
                 download_time_machine(path)
             except Exception as err:
-                reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                reason = first_line(err)
                 raise DlrunError(f"{where}, and downloading failed ({reason}); {how}") from None
         elif sha1(path) != TIME_MACHINE_SHA1:
             log.warning("%s is not the book's copy (sha1 differs); its figures may differ", path)

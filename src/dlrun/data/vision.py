@@ -7,7 +7,7 @@ import torch
 import torchvision
 
 from dlrun.data.images import InMemoryImageData
-from dlrun.errors import DlrunError
+from dlrun.errors import DlrunError, first_line
 
 log = logging.getLogger("dlrun")
 
@@ -30,7 +30,7 @@ def open_torchvision(dataset: str, root: str | Path, train: bool, download: bool
     try:
         return cls(root=str(root), train=train, download=True)
     except Exception as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        reason = first_line(err)
         raise DlrunError(
             f"{where}, and downloading failed ({reason}); copy the files there, or point "
             f"DLRUN_DATA_DIR (paths.data_dir) at a folder that holds {dataset}/raw/"

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dlrun.errors import DlrunError
+from dlrun.errors import DlrunError, first_line
 
 
 def save_atomic(obj: dict, path: Path) -> None:
@@ -32,8 +32,15 @@ def load(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a truncated or foreign file: say which and why, in one line
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise DlrunError(f"checkpoint {path} could not be read ({first_line})") from None
+        raise DlrunError(f"checkpoint {path} could not be read ({first_line(err)})") from None
+
+
+def load_model_weights(model, state_dict: dict, path: Path, hint: str) -> None:
+    """load_state_dict, with a mismatch reported as one line naming the file and what to do (`hint`)."""
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as err:
+        raise DlrunError(f"{path} does not fit this model ({first_line(err)}); {hint}") from None
 
 
 def rng_state() -> dict:

@@ -24,6 +24,12 @@ class MetricSums:
         values = torch.stack([self.sums[n].float() for n in names]).tolist()
         return dict(zip(names, values, strict=True)), self.count
 
+    def snapshot(self) -> "MetricSums":
+        """A copy that later add()s leave alone (add() replaces tensors, so sharing them is safe: no sync)."""
+        copy = MetricSums()
+        copy.sums, copy.count = dict(self.sums), self.count
+        return copy
+
     def state_dict(self) -> dict:
         return {"sums": {k: v.cpu() for k, v in self.sums.items()}, "count": self.count}
 

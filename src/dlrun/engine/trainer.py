@@ -167,7 +167,7 @@ class Trainer:
         resume_path = self._resume_path(runs_root)
         if resume_path is not None:
             self._load(resume_path)
-        self._sums_at_step = self.train_sums.state_dict()
+        self._sums_at_step = self.train_sums.snapshot()
 
         self.logger.log_config(config_yaml or "")
         start, status = time.perf_counter(), "running"
@@ -261,7 +261,7 @@ class Trainer:
         num_batches = _limit(len(loader), self.limit_train_batches)
         start = self.state.batch_in_epoch
         self.progress.start_epoch(epoch, self.max_epochs, num_batches, initial=start)
-        self._sums_at_step = self.train_sums.state_dict()
+        self._sums_at_step = self.train_sums.snapshot()
         examples = 0
         micro = 0  # micro-batches since the last optimizer step
         for index, batch in enumerate(loader, start=start):
@@ -279,7 +279,7 @@ class Trainer:
                 self._optimizer_step()
                 micro = 0
                 self.state.batch_in_epoch = index + 1
-                self._sums_at_step = {"sums": dict(self.train_sums.sums), "count": self.train_sums.count}
+                self._sums_at_step = self.train_sums.snapshot()
                 if self.state.global_step % self.log_every == 0:
                     self._log_step()
                 if 0 < self.max_steps <= self.state.global_step:
@@ -379,12 +379,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "scaler": self.precision.scaler.state_dict(),
             "state": asdict(self.state),
-            "train_sums": {
-                "sums": {k: v.cpu() for k, v in self._sums_at_step["sums"].items()},
-                "count": self._sums_at_step["count"],
-            }
-            if self.state.batch_in_epoch
-            else None,
+            "train_sums": self._sums_at_step.state_dict() if self.state.batch_in_epoch else None,
             "rng": ckpt_io.rng_state(),
             "config": self.config_yaml,
             "dlrun_version": __version__,
@@ -412,12 +407,7 @@ class Trainer:
 
     def _load(self, path: Path) -> None:
         ckpt = ckpt_io.load(path)
-        try:
-            self.model.load_state_dict(ckpt["model"])
-        except RuntimeError as err:
-            raise DlrunError(
-                f"{path} does not fit this model ({str(err).splitlines()[0]}); resume with the run's config"
-            ) from None
+        ckpt_io.load_model_weights(self.model, ckpt["model"], path, "resume with the run's config")
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.scheduler is not None and ckpt["scheduler"] is not None:
             self.scheduler.load_state_dict(ckpt["scheduler"])

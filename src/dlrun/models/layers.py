@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from dlrun.errors import DlrunError
+from dlrun.errors import DlrunError, first_line
 
 ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "gelu": nn.GELU}
 POOLS = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}
@@ -30,7 +30,7 @@ def output_features(body: nn.Module, in_channels: int, image_size: int) -> int:
         out = body(torch.zeros(1, in_channels, image_size, image_size))
     except RuntimeError as err:
         raise DlrunError(
-            f"a {image_size}x{image_size} input is too small for this model ({str(err).splitlines()[0]}); "
+            f"a {image_size}x{image_size} input is too small for this model ({first_line(err)}); "
             "set data.resize to a larger size"
         ) from None
     finally:

@@ -4,7 +4,7 @@ import torch
 import torchvision
 from torch import nn
 
-from dlrun.errors import DlrunError
+from dlrun.errors import DlrunError, first_line
 from dlrun.models.init import init_weights
 
 
@@ -51,7 +51,7 @@ def _load(name: str, weights: str | None, num_classes: int, image_size: int) -> 
             f"model.weights={weights!r} is unknown for {name}; choose one of DEFAULT, {valid}"
         ) from None
     except (ValueError, OSError, RuntimeError) as err:
-        raise DlrunError(f"model {name} (weights={weights}): {str(err).splitlines()[0]}") from None
+        raise DlrunError(f"model {name} (weights={weights}): {first_line(err)}") from None
 
 
 class TorchvisionModel(nn.Module):
