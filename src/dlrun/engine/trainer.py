@@ -24,6 +24,13 @@ from dlrun.engine.early_stopping import EarlyStopping
 from dlrun.engine.metrics import MetricSums
 from dlrun.engine.progress import Progress
 from dlrun.engine.seed import set_deterministic
+from dlrun.engine.speed import (
+    channels_last_batch,
+    channels_last_model,
+    compile_model,
+    set_matmul_precision,
+    set_num_threads,
+)
 from dlrun.errors import DlrunError, NonFiniteLossError
 from dlrun.loggers.base import NullLogger
 
@@ -87,6 +94,10 @@ class Trainer:
         early_stopping: dict | None = None,
         curves: bool = True,
         curves_log_scale: bool = False,
+        compile: bool | dict = False,
+        channels_last: bool = False,
+        matmul_precision: str | None = None,
+        num_threads: int | None = None,
     ):
         if gradient_clip_algorithm not in ("norm", "value"):
             raise DlrunError(
@@ -118,6 +129,10 @@ class Trainer:
         self.early_stopping = EarlyStopping(**dict(early_stopping or {}))
         self.draw_curves = curves and not self.fast_dev_run
         self.curves_log_scale = curves_log_scale
+        self.compile = compile
+        self.channels_last = channels_last
+        set_matmul_precision(matmul_precision)
+        set_num_threads(num_threads)
 
     # ------------------------------------------------------------------ fit
     def fit(
@@ -142,6 +157,10 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.model = model.to(self.device)
+        if self.channels_last:
+            channels_last_model(self.model)
+        # What runs the steps: the model itself, or its compiled wrapper (checkpoints save self.model).
+        self.step_model = compile_model(self.model, self.compile)
         self.task = task
         self.data = data
         self.optimizer = optimizer(self.model.parameters())
@@ -267,8 +286,10 @@ class Trainer:
         for index, batch in enumerate(loader, start=start):
             if index >= num_batches:
                 break
+            if self.channels_last:
+                batch = channels_last_batch(batch)
             with self.precision.autocast():
-                loss, stats, count = self.task.training_step(self.model, batch)
+                loss, stats, count = self.task.training_step(self.step_model, batch)
             self.precision.scaler.scale(loss / self.accumulate).backward()
             self.train_sums.add(stats, count)
             self._pending_losses.append((self.state.global_step + 1, loss.detach()))
@@ -314,8 +335,10 @@ class Trainer:
         for index, batch in enumerate(loader):
             if index >= num_batches:
                 break
+            if self.channels_last:
+                batch = channels_last_batch(batch)
             with self.precision.autocast():
-                _, stats, count = self.task.validation_step(self.model, batch)
+                _, stats, count = self.task.validation_step(self.step_model, batch)
             sums.add(stats, count)
         return self.task.compute(*sums.read())
 
@@ -457,6 +480,8 @@ class Trainer:
             ),
             "device": str(self.device),
             "precision": self.precision.name,
+            "compile": bool(self.compile),
+            "channels_last": self.channels_last,
             "run_dir": str(self.run_dir),
             "best_ckpt": str(self.run_dir / "best.ckpt") if (self.run_dir / "best.ckpt").is_file() else None,
             "resumed_from": self.resumed_from,
