@@ -14,7 +14,7 @@ MATMUL_PRECISIONS = ("highest", "high", "medium")
 
 
 def set_matmul_precision(precision: str | None) -> None:
-    """`high`/`medium` let float32 matmuls use TF32 or bf16 passes on GPUs that have them; null: leave as is."""
+    """`high`/`medium` let float32 matmuls use TF32 or bf16 passes where the GPU has them; null: as is."""
     if precision is None:
         return
     if precision not in MATMUL_PRECISIONS:
