@@ -33,7 +33,14 @@ SETTINGS = {  # model: (image size, batch size, lr, steps)
     "lenet": (28, 256, 0.9, 300),
     "resnet18": (96, 128, 0.05, 10),
 }
-VARIANTS = ("bare", "book", "dlrun")
+# dlrun's engine with its defaults, then with one trainer option switched on.
+DLRUN_OPTIONS = {
+    "dlrun": {},
+    "dlrun+channels_last": {"channels_last": True},
+    "dlrun+compile": {"compile": True},
+    "dlrun+matmul_medium": {"matmul_precision": "medium"},
+}
+VARIANTS = ("bare", "book", *DLRUN_OPTIONS, "lightning")
 
 
 def data_root() -> str:
@@ -127,9 +134,23 @@ def book(model_name: str, steps: int) -> dict:
     }
 
 
-def dlrun(model_name: str, steps: int) -> dict:
-    """dlrun's engine with its defaults: TensorBoard logger, progress, checkpoint at the end of the run."""
+def fashion_mnist(size: int, batch: int):
     from dlrun.data.vision import TorchvisionImageData
+
+    return TorchvisionImageData(
+        "FashionMNIST",
+        data_root(),
+        batch_size=batch,
+        channels=1,
+        num_classes=10,
+        size=28,
+        resize=None if size == 28 else size,
+    )
+
+
+def dlrun(model_name: str, steps: int, options: dict | None = None) -> dict:
+    """dlrun's engine with its defaults (TensorBoard logger, progress, checkpoint at the end of the run),
+    plus trainer `options`."""
     from dlrun.engine.trainer import Trainer
     from dlrun.loggers.tensorboard import TensorBoardLogger
     from dlrun.tasks.classification import ClassificationTask
@@ -159,15 +180,7 @@ def dlrun(model_name: str, steps: int) -> dict:
                 clock["start"], clock["cpu_start"] = time.perf_counter(), time.process_time()
 
     clock = {}
-    data = TorchvisionImageData(
-        "FashionMNIST",
-        data_root(),
-        batch_size=batch,
-        channels=1,
-        num_classes=10,
-        size=28,
-        resize=None if size == 28 else size,
-    )
+    data = fashion_mnist(size, batch)
     torch.manual_seed(0)
     model = build_model(model_name)
     with tempfile.TemporaryDirectory() as run_dir:
@@ -178,6 +191,7 @@ def dlrun(model_name: str, steps: int) -> dict:
             limit_val_batches=1,
             monitor="val/acc",
             monitor_mode="max",
+            **(options or {}),
         )
         trainer.fit(
             model,
@@ -194,21 +208,108 @@ def dlrun(model_name: str, steps: int) -> dict:
     }
 
 
+def lightning(model_name: str, steps: int) -> dict:
+    """PyTorch Lightning's Trainer with its defaults (logger, progress bar, checkpoint), fed the same
+    in-memory batches as dlrun so that only the engines differ."""
+    import lightning as L
+
+    size, batch, lr, _ = SETTINGS[model_name]
+    clock = {}
+
+    class Module(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.model = build_model(model_name)
+            self.calls = 0
+
+        def training_step(self, b, _):
+            self.calls += 1
+            if self.calls == 2:
+                clock["first_step_s"] = time.perf_counter() - PROCESS_START
+                clock["start"], clock["cpu_start"] = time.perf_counter(), time.process_time()
+            x, y = b
+            y_hat = self.model(x)
+            loss = F.cross_entropy(y_hat, y)
+            self.log("train/loss", loss, prog_bar=True)
+            self.log("train/acc", (y_hat.argmax(1) == y).float().mean())
+            return loss
+
+        def on_train_end(self):
+            clock["train_time"] = time.perf_counter() - clock["start"]
+            clock["cpu"] = time.process_time() - clock["cpu_start"]
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=lr)
+
+    warnings.filterwarnings("ignore")
+    data = fashion_mnist(size, batch)
+    data.setup(torch.device("cpu"))
+    torch.manual_seed(0)
+    module = Module()
+    with tempfile.TemporaryDirectory() as run_dir:
+        trainer = L.Trainer(
+            accelerator="cpu",
+            devices=1,
+            max_steps=steps + 1,
+            default_root_dir=run_dir,
+            num_sanity_val_steps=0,
+        )
+        trainer.fit(module, train_dataloaders=data.train_loader(epoch=1))
+    return {
+        "examples_per_s": steps * batch / clock["train_time"],
+        "first_step_s": clock["first_step_s"],
+        "cpu_ms_per_step": clock["cpu"] / steps * 1000,
+    }
+
+
 def measure(variant: str, model: str, steps: int) -> dict:
-    result = globals()[variant](model, steps)
+    if variant in DLRUN_OPTIONS:
+        result = dlrun(model, steps, DLRUN_OPTIONS[variant])
+    else:
+        result = globals()[variant](model, steps)
     return result | {"peak_rss_mb": peak_rss_mb(), "threads": torch.get_num_threads()}
 
 
-def run_all(steps_scale: float, repeats: int) -> list[dict]:
+def available_variants() -> tuple[str, ...]:
+    try:
+        import lightning  # noqa: F401
+    except ImportError:
+        return tuple(v for v in VARIANTS if v != "lightning")
+    return VARIANTS
+
+
+def startup(repeats: int) -> list[tuple[str, float, float]]:
+    """Wall time of whole commands, fastest and median of `repeats`: what a user waits for at the prompt."""
+    dl_run = str(Path(sys.executable).with_name("dl-run"))
+    commands = {
+        'python -c "import torch"': [sys.executable, "-c", "import torch"],
+        "dl-run --help": [dl_run, "--help"],
+        "dl-run model=nope (config error)": [dl_run, "model=nope"],
+        "dl-run --cfg job": [dl_run, "--cfg", "job"],
+    }
+    rows = []
+    for label, cmd in commands.items():
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            subprocess.run(cmd, capture_output=True, cwd=ROOT)
+            times.append(time.perf_counter() - start)
+        times.sort()
+        rows.append((label, times[0], times[len(times) // 2]))
+    return rows
+
+
+def run_all(steps_scale: float, repeats: int, variants: tuple[str, ...], models: list[str]) -> list[dict]:
     """Each variant `repeats` times, interleaved and in a rotating order (bare-book-dlrun, book-dlrun-bare,
     ...) so that drift in the machine's speed, and whatever a variant leaves behind for the next, hits every
     variant alike; the row keeps the median run and the spread."""
     rows = []
-    for model, (_, batch, _, steps) in SETTINGS.items():
+    for model in models:
+        _, batch, _, steps = SETTINGS[model]
         steps = max(3, int(steps * steps_scale))
-        runs = {variant: [] for variant in VARIANTS}
+        runs = {variant: [] for variant in variants}
         for repeat in range(repeats):
-            for variant in VARIANTS[repeat % len(VARIANTS) :] + VARIANTS[: repeat % len(VARIANTS)]:
+            for variant in variants[repeat % len(variants) :] + variants[: repeat % len(variants)]:
                 proc = subprocess.run(
                     [sys.executable, __file__, "--variant", variant, "--model", model, "--steps", str(steps)],
                     capture_output=True,
@@ -236,10 +337,13 @@ def run_all(steps_scale: float, repeats: int) -> list[dict]:
     return rows
 
 
-def write_markdown(rows: list[dict], path: Path, command: str) -> None:
+BEGIN, END = "<!-- bench.py: begin -->", "<!-- bench.py: end -->"
+
+
+def write_markdown(rows: list[dict], starts: list, path: Path, command: str) -> None:
+    """The measured tables go between the BEGIN/END markers of `path`; the text around them is kept."""
     lines = [
-        "# Performance: dlrun's engine against plain PyTorch loops",
-        "",
+        BEGIN,
         f"Measured with `{command}` on {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {rows[0]['threads']} threads, no GPU.",
         "",
@@ -247,7 +351,7 @@ def write_markdown(rows: list[dict], path: Path, command: str) -> None:
         "| first step (s) | peak RSS (MB) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for model in SETTINGS:
+    for model in dict.fromkeys(r["model"] for r in rows):
         by = {r["variant"]: r for r in rows if r["model"] == model}
         for variant, r in by.items():
             ratio = r["examples_per_s"] / by["bare"]["examples_per_s"]
@@ -262,7 +366,9 @@ def write_markdown(rows: list[dict], path: Path, command: str) -> None:
         "Loops: **bare** = tensors in memory, indexed batches, no logging; **book** = the book's "
         "`train_ch6`: torchvision dataset with `ToTensor` (and `Resize`), `DataLoader(num_workers=4)`, a "
         "`float()` per batch for its metrics; **dlrun** = `Trainer` with TensorBoard logging, progress "
-        "output and a checkpoint. "
+        "output and a checkpoint; **dlrun+x** = the same with one trainer option on (`trainer.compile=true` "
+        "compiles with inductor; its compile time is in *first step*); **lightning** = PyTorch Lightning's "
+        "`Trainer` with its defaults, fed dlrun's in-memory batches. "
         "examples/s excludes the first step; *first step* counts from process start (imports and data "
         f"loading included). Each loop ran {rows[0]['repeats']} times, interleaved in a rotating order; "
         "the row shows the median run. *CPU ms/step* is the process's CPU time per training step (all its "
@@ -271,16 +377,29 @@ def write_markdown(rows: list[dict], path: Path, command: str) -> None:
         "front, hence its memory. `scripts/bench_engine_cpu.py` measures the engine's own CPU time per "
         "step against the bare loop.",
         "",
+        "Start-up (whole command, wall time):",
+        "",
+        "| command | fastest (s) | median (s) |",
+        "|---|---|---|",
+        *[f"| `{label}` | {fast:.2f} | {median:.2f} |" for label, fast, median in starts],
+        "",
+        END,
     ]
-    path.write_text("\n".join(lines))
+    table = "\n".join(lines)
+    text = path.read_text() if path.is_file() else ""
+    if BEGIN in text and END in text:
+        table = text[: text.index(BEGIN)] + table + text[text.index(END) + len(END) :]
+    path.write_text(table if table.endswith("\n") else table + "\n")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--variant", choices=VARIANTS)
+    parser.add_argument("--variant", choices=VARIANTS, help="measure one loop in this process")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, help="loops to compare (default: all)")
     parser.add_argument("--model", choices=list(SETTINGS), default="lenet")
+    parser.add_argument("--models", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
     parser.add_argument("--steps", type=int)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every default step count")
     parser.add_argument("--repeats", type=int, default=5, help="runs per loop; the table shows the median")
@@ -289,9 +408,13 @@ def main() -> None:
     if args.variant:
         print(json.dumps(measure(args.variant, args.model, args.steps or SETTINGS[args.model][3])))
         return
-    rows = run_all(args.scale, args.repeats)
+    variants = tuple(args.variants or available_variants())
+    rows = run_all(args.scale, args.repeats, variants, args.models)
     write_markdown(
-        rows, args.out, "python " + " ".join([Path(__file__).relative_to(ROOT).as_posix(), *sys.argv[1:]])
+        rows,
+        startup(args.repeats),
+        args.out,
+        "python " + " ".join([Path(__file__).relative_to(ROOT).as_posix(), *sys.argv[1:]]),
     )
     print(args.out.read_text())
 
