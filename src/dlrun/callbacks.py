@@ -3,6 +3,7 @@
 import csv
 import json
 import logging
+import os
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
@@ -89,7 +90,14 @@ class SweepSummary(Callback):
     """After a multirun: summary.csv (one row per run) and summary.png (val curves) in the sweep dir."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        if int(os.environ.get("RANK", "0")) != 0:  # a sweep under torchrun: rank 0 writes the summary
+            return
         sweep_dir = Path(config.hydra.sweep.dir)
         path = write_summary(sweep_dir)
         if path is not None:
             log.info("sweep summary: %s, %s", path, path.with_suffix(".png"))
+            with open(path, newline="") as f:
+                rows = list(csv.DictReader(f))
+            unfinished = [f"{r['job']} ({r['status']})" for r in rows if r["status"] != "completed"]
+            if unfinished:
+                log.warning("jobs that did not complete: %s", ", ".join(unfinished))

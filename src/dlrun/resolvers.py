@@ -1,11 +1,14 @@
 """OmegaConf resolvers used by conf/: registered once, before Hydra composes a config."""
 
 import os
+import time
+from datetime import datetime
 
 from omegaconf import OmegaConf
 
 # Random per process: two runs started in the same second still get different directories.
 RUN_ID = os.urandom(2).hex()
+_STAMP: tuple[float, str] | None = None
 
 
 def _coalesce(*values):
@@ -13,14 +16,43 @@ def _coalesce(*values):
     return next((v for v in values if v is not None), None)
 
 
+def run_stamp() -> tuple[float, str]:
+    """(start time, run id) of this run: read once per process; under torchrun (WORLD_SIZE > 1) rank 0's,
+    so that every rank names the same run directory (see dlrun.engine.distributed.shared_run_stamp)."""
+    global _STAMP
+    if _STAMP is None:
+        stamp = (time.time(), RUN_ID)
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            from dlrun.engine.distributed import shared_run_stamp  # torch only under torchrun
+
+            stamp = shared_run_stamp(stamp)
+        _STAMP = stamp
+    return _STAMP
+
+
+def _run_stamp(pattern: str = "%Y-%m-%d_%H-%M-%S") -> str:
+    """${run_stamp:%Y-%m-%d_%H-%M-%S}: the start time in that format, then the run id."""
+    when, run_id = run_stamp()
+    return f"{datetime.fromtimestamp(when).strftime(pattern)}_{run_id}"
+
+
+def _rank_zero(value, other=None):
+    """${rank_zero:A,B}: A in a single process and on rank 0 of a torchrun job, B on the other ranks."""
+    return value if int(os.environ.get("RANK", "0")) == 0 else other
+
+
 def register() -> None:
     for name, fn in {
         "coalesce": _coalesce,
         "minus": lambda a, b: a - b,
-        "run_id": lambda: RUN_ID,
+        "run_id": lambda: run_stamp()[1],
+        "run_stamp": _run_stamp,
+        "rank_zero": _rank_zero,
     }.items():
         if not OmegaConf.has_resolver(name):
-            OmegaConf.register_new_resolver(name, fn)
+            # The stamp is cached in the config, like Hydra's ${now:}: the jobs that a launcher runs in other
+            # processes (joblib, submitit) get the parent's config cache, so a sweep keeps one sweep dir.
+            OmegaConf.register_new_resolver(name, fn, use_cache=name in ("run_id", "run_stamp"))
 
 
 register()

@@ -7,6 +7,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from dlrun.engine.distributed import env_rank
 from dlrun.engine.seed import seed_everything
 from dlrun.engine.trainer import write_json
 from dlrun.errors import DlrunError, first_line
@@ -49,11 +50,11 @@ def trainer_node(cfg: DictConfig) -> dict:
 
 
 def run(cfg: DictConfig) -> float | None:
-    if cfg.mode == "predict":
+    if cfg.mode in ("predict", "translate"):  # translate: predict's name for task=seq2seq
         predict(cfg)
         return None
     if cfg.mode != "train":
-        raise DlrunError(f"mode={cfg.mode!r} is unknown; use train or predict")
+        raise DlrunError(f"mode={cfg.mode!r} is unknown; use train, predict or translate")
     run_dir = Path(cfg.paths.output_dir)
     seed_everything(cfg.seed)
     data = build(cfg.data, "data")
@@ -75,7 +76,7 @@ def train_one(cfg: DictConfig, data, run_dir: Path, label: str | None = None) ->
     optimizer = build(cfg.optim, "optim")
     scheduler = build(cfg.sched.scheduler, "sched") if cfg.sched.scheduler is not None else None
     logger = None
-    if not trainer.fast_dev_run:
+    if not trainer.fast_dev_run and trainer.dist.is_main:  # under DDP only rank 0 logs
         logger = build(cfg.logger, "logger", **({"log_dir": str(run_dir)} if "log_dir" in cfg.logger else {}))
     log.info(
         "%s %s: model=%s data=%s on %s, precision %s, %s parameters",
@@ -124,8 +125,9 @@ def run_kfold(cfg: DictConfig, data, num_folds: int, run_dir: Path) -> float | N
         refit = train_one(cfg, data.refit(), run_dir / "refit", "refit on all folds")
         summary["refit"] = {k: refit[k] for k in ("run_dir", "final", "epochs")}
     summary["wall_time_s"] = sum(f["wall_time_s"] for f in folds)
-    write_json(run_dir / "metrics.json", summary)
-    write_summary(run_dir)
+    if env_rank() == 0:  # under DDP only rank 0 writes
+        write_json(run_dir / "metrics.json", summary)
+        write_summary(run_dir)
     for name in sorted(summary["mean"]):
         log.info(
             "%d-fold %s: mean %.4f, std %.4f", num_folds, name, summary["mean"][name], summary["std"][name]
@@ -175,7 +177,9 @@ def predict(cfg: DictConfig) -> None:
     from dlrun.models.ensemble import Ensemble
 
     if not cfg.get("ckpt_path"):
-        raise DlrunError("mode=predict needs ckpt_path=<run dir or .ckpt file> (a trained run's best.ckpt)")
+        raise DlrunError(
+            f"mode={cfg.mode} needs ckpt_path=<run dir or .ckpt file> (a trained run's best.ckpt)"
+        )
     paths = checkpoints_for_prediction(Path(cfg.ckpt_path))
     task = build(cfg.task, "task")
     if not hasattr(task, "predict"):

@@ -64,6 +64,12 @@ class InMemoryData:
         return x
 
     def setup(self, device: torch.device, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+        """Under DDP (world_size > 1) batch_size stays the global batch: each rank takes its share of it."""
+        if self.batch_size % world_size:
+            raise DlrunError(
+                f"data.batch_size={self.batch_size} is the global batch; it must be divisible by the "
+                f"{world_size} processes"
+            )
         self.device, self.seed, self.rank, self.world_size = device, seed, rank, world_size
         if self.on_device:
             for name in ("x_train", "y_train", "x_val", "y_val"):
@@ -116,6 +122,7 @@ class InMemoryData:
         return TensorBatches(self.x_train, self.y_train, sampler, self.device, self.transform)
 
     def val_loader(self) -> TensorBatches:
+        # Under DDP each rank validates its shard, no example twice; the trainer sums the ranks' metrics.
         sampler = EpochBatchSampler(
             len(self.y_val), self.val_batch_size, shuffle=False, rank=self.rank, world_size=self.world_size
         )

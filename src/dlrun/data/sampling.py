@@ -1,7 +1,15 @@
 """Batches of indices, reshuffled per epoch from (seed, epoch) alone.
 
 No sampler state needs saving: a resumed run sees exactly the order an uninterrupted one would, and
-`skip` starts an epoch part-way through. Each rank of a data-parallel run takes its own slice.
+`skip` starts an epoch part-way through.
+
+Data parallel: `batch_size` is the global batch. Rank r of world_size takes every world_size-th index of
+each global batch, starting at r, so the ranks' batches together are exactly the single-process batch. With
+`pad` (training), an epoch whose size is not a multiple of world_size repeats its first few indices (as
+torch's DistributedSampler does) so that every rank gets as many batches, and as many examples in each,
+as the others: DDP needs the same number of steps everywhere, and equal shares make the mean of the ranks'
+mean losses the mean over the global batch. Without `pad` (validation) no example is seen twice and a rank
+may get one batch fewer. `pad` defaults to `shuffle` (training order pads, evaluation order does not).
 """
 
 import math
@@ -21,9 +29,13 @@ class EpochBatchSampler:
         drop_last: bool = False,
         rank: int = 0,
         world_size: int = 1,
+        pad: bool | None = None,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        pad = shuffle if pad is None else pad
+        if pad and batch_size % world_size:
+            raise ValueError(f"the global batch {batch_size} is not divisible by world_size {world_size}")
         self.num_examples = num_examples
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -33,6 +45,7 @@ class EpochBatchSampler:
         self.drop_last = drop_last
         self.rank = rank
         self.world_size = world_size
+        self.pad = pad and world_size > 1 and not drop_last
 
     def _indices(self) -> torch.Tensor:
         if self.shuffle:
@@ -40,13 +53,21 @@ class EpochBatchSampler:
             indices = torch.randperm(self.num_examples, generator=generator)
         else:
             indices = torch.arange(self.num_examples)
-        return indices[self.rank :: self.world_size]
+        if self.pad and self.num_examples % self.world_size:
+            padded = math.ceil(self.num_examples / self.world_size) * self.world_size
+            indices = indices.repeat(math.ceil(padded / self.num_examples))[:padded]
+        return indices
 
     def __len__(self) -> int:
-        per_rank = math.ceil((self.num_examples - self.rank) / self.world_size)
-        return per_rank // self.batch_size if self.drop_last else math.ceil(per_rank / self.batch_size)
+        full, rest = divmod(self.num_examples, self.batch_size)
+        if self.drop_last:
+            return full
+        if self.world_size == 1 or self.pad:
+            return math.ceil(self.num_examples / self.batch_size)
+        return full + (rest > self.rank)  # the short last batch may hold nothing for this rank
 
     def __iter__(self):
         indices = self._indices()
         for b in range(self.skip, len(self)):
-            yield indices[b * self.batch_size : (b + 1) * self.batch_size]
+            batch = indices[b * self.batch_size : (b + 1) * self.batch_size]
+            yield batch if self.world_size == 1 else batch[self.rank :: self.world_size]

@@ -18,8 +18,9 @@ from torch import nn
 
 from dlrun import __version__
 from dlrun.engine import checkpoint as ckpt_io
+from dlrun.engine import distributed
 from dlrun.engine.curves import CurvePlotter
-from dlrun.engine.device import Precision, select_device
+from dlrun.engine.device import Precision
 from dlrun.engine.early_stopping import EarlyStopping
 from dlrun.engine.metrics import MetricSums
 from dlrun.engine.progress import Progress
@@ -98,6 +99,8 @@ class Trainer:
         channels_last: bool = False,
         matmul_precision: str | None = None,
         num_threads: int | None = None,
+        strategy: str = "auto",
+        ddp_backend: str = "auto",
     ):
         if gradient_clip_algorithm not in ("norm", "value"):
             raise DlrunError(
@@ -109,7 +112,8 @@ class Trainer:
             raise DlrunError(f"trainer.accumulate_grad_batches={accumulate_grad_batches} must be >= 1")
         if max_epochs < 1 and max_steps < 1:
             raise DlrunError("set trainer.max_epochs or trainer.max_steps to a positive number")
-        self.device = select_device(device)
+        # single: this process alone; ddp: one of torchrun's processes (dlrun.engine.distributed).
+        self.dist, self.device = distributed.setup(strategy, ddp_backend, device)
         self.precision = Precision(precision, self.device)
         self.fast_dev_run = bool(fast_dev_run)
         self.max_epochs = 1 if self.fast_dev_run else (max_epochs if max_epochs > 0 else 2**31)
@@ -121,13 +125,13 @@ class Trainer:
         self.clip_algorithm = gradient_clip_algorithm
         self.deterministic = deterministic
         self.log_every = max(1, log_every_n_steps)
-        self.progress = Progress(progress_bar)
+        self.progress = Progress(progress_bar and self.dist.is_main)
         self.save_checkpoints = checkpoint and not self.fast_dev_run
         self.resume = resume
         self.monitor = monitor
         self.monitor_mode = monitor_mode
         self.early_stopping = EarlyStopping(**dict(early_stopping or {}))
-        self.draw_curves = curves and not self.fast_dev_run
+        self.draw_curves = curves and not self.fast_dev_run and self.dist.is_main
         self.curves_log_scale = curves_log_scale
         self.compile = compile
         self.channels_last = channels_last
@@ -155,18 +159,25 @@ class Trainer:
             raise DlrunError(f"sched.interval={scheduler_interval!r}; use epoch or step")
         set_deterministic(self.deterministic)
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.dist.is_main:  # under DDP only rank 0 writes
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         self.model = model.to(self.device)
         if self.channels_last:
             channels_last_model(self.model)
         # What runs the steps: the model itself, or its compiled wrapper (checkpoints save self.model).
         self.step_model = compile_model(self.model, self.compile)
+        # Under DDP the training steps run (compiled) DDP(model); validation runs without the DDP wrapper,
+        # which could sync buffers while the ranks' validation shards differ in length.
+        self.eval_model = self.step_model
+        if self.dist.ddp:
+            self.step_model = compile_model(self.dist.wrap(self.model, self.device), self.compile)
         self.task = task
         self.data = data
         self.optimizer = optimizer(self.model.parameters())
         self.scheduler = scheduler(self.optimizer) if scheduler is not None else None
         self.scheduler_interval = scheduler_interval
-        self.logger = NullLogger() if (logger is None or self.fast_dev_run) else logger
+        quiet = logger is None or self.fast_dev_run or not self.dist.is_main  # under DDP only rank 0 logs
+        self.logger = NullLogger() if quiet else logger
         self.config_yaml = config_yaml
         self.state = TrainState()
         self.train_sums = MetricSums()
@@ -180,10 +191,10 @@ class Trainer:
         self._pending_losses: list[tuple[int, torch.Tensor]] = []
         self._last_finite: tuple[int, float] | None = None
         self.num_params = sum(p.numel() for p in self.model.parameters())
-        data.setup(self.device, seed)
+        self.dist.setup_data(data, self.device, seed)
         _hook(task, "on_fit_start", self.model, data)
 
-        resume_path = self._resume_path(runs_root)
+        resume_path = self.dist.broadcast(self._resume_path(runs_root) if self.dist.is_main else None)
         if resume_path is not None:
             self._load(resume_path)
         self._sums_at_step = self.train_sums.snapshot()
@@ -208,7 +219,8 @@ class Trainer:
             if self.curves is not None:
                 self.curves.update(self.state.history, final=True)
             self.summary = self._summary(status, time.perf_counter() - start)
-            write_json(self.run_dir / "metrics.json", self.summary)
+            if self.dist.is_main:
+                write_json(self.run_dir / "metrics.json", self.summary)
             if status == "completed":
                 self.logger.log_hparams(
                     self.summary["final"] | {"best/" + k: v for k, v in self._best().items()}
@@ -234,7 +246,8 @@ class Trainer:
         if self.scheduler is not None and self.scheduler_interval == "epoch":
             self.scheduler.step()
 
-        sums, count = self.train_sums.read()
+        sums, count = self.dist.read_sums(self.train_sums)  # summed over the ranks under DDP
+        examples = self.dist.sum(examples)
         metrics = {f"train/{k}": v for k, v in self.task.compute(sums, count).items()}
         self._check_finite(final_check=True)
         metrics |= {f"val/{k}": v for k, v in val_metrics.items()}
@@ -288,9 +301,11 @@ class Trainer:
                 break
             if self.channels_last:
                 batch = channels_last_batch(batch)
-            with self.precision.autocast():
-                loss, stats, count = self.task.training_step(self.step_model, batch)
-            self.precision.scaler.scale(loss / self.accumulate).backward()
+            sync = micro + 1 == self.accumulate or index + 1 == num_batches  # DDP all-reduces grads then
+            with self.dist.no_sync(self.step_model, sync):
+                with self.precision.autocast():
+                    loss, stats, count = self.task.training_step(self.step_model, batch)
+                self.precision.scaler.scale(loss / self.accumulate).backward()
             self.train_sums.add(stats, count)
             self._pending_losses.append((self.state.global_step + 1, loss.detach()))
             examples += count
@@ -338,9 +353,9 @@ class Trainer:
             if self.channels_last:
                 batch = channels_last_batch(batch)
             with self.precision.autocast():
-                _, stats, count = self.task.validation_step(self.step_model, batch)
+                _, stats, count = self.task.validation_step(self.eval_model, batch)
             sums.add(stats, count)
-        return self.task.compute(*sums.read())
+        return self.task.compute(*self.dist.read_sums(sums))  # under DDP each rank validated its shard
 
     # -------------------------------------------------------- logging, NaN
     def _log_step(self) -> None:
@@ -409,7 +424,8 @@ class Trainer:
         }
 
     def _save(self, path: Path) -> None:
-        ckpt_io.save_atomic(self._checkpoint(), path)
+        if self.dist.is_main:
+            ckpt_io.save_atomic(self._checkpoint(), path)
 
     def _resume_path(self, runs_root) -> Path | None:
         if self.resume in (None, "", False):
@@ -436,7 +452,8 @@ class Trainer:
             self.scheduler.load_state_dict(ckpt["scheduler"])
         self.precision.scaler.load_state_dict(ckpt["scaler"])
         self.state = TrainState(**ckpt["state"])
-        if ckpt["train_sums"] is not None:
+        # Mid-epoch sums are rank 0's share (DDP): rank 0 carries them on, the other ranks start from zero.
+        if ckpt["train_sums"] is not None and self.dist.is_main:
             self.train_sums.load_state_dict(ckpt["train_sums"], self.device)
         ckpt_io.set_rng_state(ckpt["rng"])
         self.resumed_from = str(path)
@@ -446,6 +463,8 @@ class Trainer:
         log.info("resumed from %s (%s, step %d)", path, where, self.state.global_step)
 
     def _on_interrupt(self) -> None:
+        if not self.dist.is_main:
+            return
         if not self.save_checkpoints:
             log.warning("interrupted; checkpoints are off, nothing saved")
             return
@@ -479,6 +498,7 @@ class Trainer:
                 self._session_examples / self._session_train_time if self._session_train_time else 0.0
             ),
             "device": str(self.device),
+            "world_size": self.dist.world_size,
             "precision": self.precision.name,
             "compile": bool(self.compile),
             "channels_last": self.channels_last,
