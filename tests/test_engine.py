@@ -310,3 +310,35 @@ def test_task_hooks_are_called_in_order(tmp_path):
         ("epoch_end", 2),
         ("fit_end",),
     ]
+
+
+class RecordCheckpoints(ClassificationTask):
+    """Notes, at each epoch's end, which epoch last.ckpt on disk holds (written after this hook)."""
+
+    def __init__(self, run_dir):
+        super().__init__()
+        self.run_dir, self.seen = run_dir, []
+
+    def on_epoch_end(self, model, epoch, logger):
+        last = self.run_dir / "last.ckpt"
+        self.seen.append(ckpt_io.load(last)["state"]["epoch"] if last.is_file() else None)
+
+
+def test_checkpoint_every_n_epochs_still_keeps_the_best_epoch(tmp_path):
+    task = RecordCheckpoints(tmp_path)
+    # Monitoring the learning rate, which StepLR halves every epoch: epoch 1 is the best, and not checkpointed.
+    fit(
+        tmp_path,
+        task=task,
+        max_epochs=5,
+        scheduler=step_lr,
+        monitor="lr",
+        monitor_mode="max",
+        checkpoint_every_n_epochs=3,
+    )
+    assert task.seen == [None, None, None, 3, 3]  # written after epoch 3, then at the end (epoch 5)
+    assert ckpt_io.load(tmp_path / "last.ckpt")["state"]["epoch"] == 5
+    best = ckpt_io.load(tmp_path / "best.ckpt")
+    assert best["state"]["epoch"] == 1 and best["state"]["best"]["lr"] == 0.5
+    with pytest.raises(DlrunError, match="checkpoint_every_n_epochs=0"):
+        Trainer(device="cpu", checkpoint_every_n_epochs=0)

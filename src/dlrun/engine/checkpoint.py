@@ -25,6 +25,17 @@ def save_atomic(obj: dict, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def cpu_copy(obj):
+    """A copy of a checkpoint dict whose tensors no longer change with training (cloned to the CPU)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(cpu_copy(v) for v in obj)
+    return obj
+
+
 def load(path: Path) -> dict:
     path = Path(path)
     if not path.is_file():

@@ -89,6 +89,7 @@ class Trainer:
         log_every_n_steps: int = 50,
         progress_bar: bool = True,
         checkpoint: bool = True,
+        checkpoint_every_n_epochs: int = 1,
         resume: str | None = None,
         monitor: str = "val/loss",
         monitor_mode: str = "min",
@@ -127,6 +128,9 @@ class Trainer:
         self.log_every = max(1, log_every_n_steps)
         self.progress = Progress(progress_bar and self.dist.is_main)
         self.save_checkpoints = checkpoint and not self.fast_dev_run
+        if checkpoint_every_n_epochs < 1:
+            raise DlrunError(f"trainer.checkpoint_every_n_epochs={checkpoint_every_n_epochs} must be >= 1")
+        self.checkpoint_every = checkpoint_every_n_epochs
         self.resume = resume
         self.monitor = monitor
         self.monitor_mode = monitor_mode
@@ -183,6 +187,7 @@ class Trainer:
         self.train_sums = MetricSums()
         self.resumed_from = None
         self.stopped_early = None
+        self._best_pending = None  # a CPU copy of the best epoch's checkpoint, not yet on disk
         self.curves = (
             CurvePlotter(self.run_dir / "curves.png", self.monitor, self.curves_log_scale, title=title)
             if self.draw_curves
@@ -281,9 +286,7 @@ class Trainer:
                 stop["best_epoch"],
             )
         if self.save_checkpoints:
-            self._save(self.run_dir / "last.ckpt")
-            if improved:
-                self._save(self.run_dir / "best.ckpt")
+            self._save_checkpoints(epoch, improved)
 
     def _train_epoch(self, epoch: int) -> int:
         """Train one epoch (or what is left of it after a resume); returns the number of examples seen."""
@@ -423,6 +426,21 @@ class Trainer:
             "dlrun_version": __version__,
         }
 
+    def _save_checkpoints(self, epoch: int, improved: bool) -> None:
+        """last.ckpt every checkpoint_every_n_epochs and at the end; best.ckpt whenever the monitored metric
+        improved, written at the next such epoch from a copy taken when it improved."""
+        due = epoch % self.checkpoint_every == 0 or self._finished()
+        if improved and not due:
+            self._best_pending = ckpt_io.cpu_copy(self._checkpoint()) if self.dist.is_main else None
+        if not due:
+            return
+        self._save(self.run_dir / "last.ckpt")
+        if improved:
+            self._save(self.run_dir / "best.ckpt")
+        elif self._best_pending is not None:
+            ckpt_io.save_atomic(self._best_pending, self.run_dir / "best.ckpt")
+        self._best_pending = None
+
     def _save(self, path: Path) -> None:
         if self.dist.is_main:
             ckpt_io.save_atomic(self._checkpoint(), path)
@@ -475,6 +493,8 @@ class Trainer:
             return
         path = self.run_dir / "last.ckpt"
         self._save(path)
+        if self._best_pending is not None:
+            ckpt_io.save_atomic(self._best_pending, self.run_dir / "best.ckpt")
         log.warning(
             "interrupted at epoch %d, step %d; resume with trainer.resume=%s",
             self.state.epoch + 1,
