@@ -326,7 +326,7 @@ class RecordCheckpoints(ClassificationTask):
 
 def test_checkpoint_every_n_epochs_still_keeps_the_best_epoch(tmp_path):
     task = RecordCheckpoints(tmp_path)
-    # Monitoring the learning rate, which StepLR halves every epoch: epoch 1 is the best, and not checkpointed.
+    # The monitor is the lr, which StepLR halves every epoch: epoch 1 is the best, and not checkpointed.
     fit(
         tmp_path,
         task=task,
