@@ -31,6 +31,10 @@ COMPANIONS: dict[str, list[str]] = {
         f"model={name}": ["data=timemachine", "task=language_model"]
         for name in ("rnn_scratch", "rnn", "gru_scratch", "gru", "lstm_scratch", "lstm")
     },
+    "data=fra_eng": ["task=seq2seq", "model=seq2seq"],
+    **{f"model={name}": ["data=fra_eng", "task=seq2seq"] for name in ("seq2seq", "bahdanau", "transformer")},
+    "data=kernel_regression": ["task=regression", "model=nadaraya_watson"],
+    "model=nadaraya_watson": ["data=kernel_regression", "task=regression"],
 }
 
 
@@ -54,6 +58,8 @@ def test_groups_are_the_documented_ones():
 
 @pytest.mark.parametrize("group, option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_option_composes_and_resolves(compose_cfg, group, option):
+    if group == "hparams_search":  # Optuna searches need the sweep extra (CI has it)
+        pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     cfg = compose_cfg(overrides_for(group, option))
     job = OmegaConf.to_container(cfg)
     job.pop("hydra")

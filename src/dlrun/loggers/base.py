@@ -13,5 +13,8 @@ class NullLogger:
     def log_text(self, tag: str, text: str, step: int) -> None:
         pass
 
+    def log_image(self, tag: str, image, step: int) -> None:
+        """An (H, W, 3) uint8 array (e.g. attention heatmaps)."""
+
     def close(self) -> None:
         pass

@@ -52,6 +52,9 @@ class TensorBoardLogger(NullLogger):
     def log_text(self, tag: str, text: str, step: int) -> None:
         self.writer.add_text(tag, text, global_step=step)
 
+    def log_image(self, tag: str, image, step: int) -> None:
+        self.writer.add_image(tag, image, global_step=step, dataformats="HWC")
+
     def close(self) -> None:
         self.writer.flush()
         self.writer.close()
