@@ -25,13 +25,27 @@ def config_dir() -> str:
     return str(here / "conf")
 
 
+def in_sweep() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from dlrun.errors import DlrunError
+    from dlrun.errors import DlrunError, NonFiniteLossError
     from dlrun.run import run
 
     try:
         return run(cfg)
+    except NonFiniteLossError as err:
+        log.error("error: %s", err)
+        if in_sweep():
+            # A diverging job is one outcome of a sweep, not the end of it: the other jobs go on, summary.csv
+            # shows its status, and Optuna records the trial as failed (no value; NaN trips its sweeper).
+            return None
+        sys.exit(2)
     except DlrunError as err:
         log.error("error: %s", err)
         sys.exit(2)
