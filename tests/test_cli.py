@@ -9,6 +9,8 @@ import yaml
 from conftest import run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from dlrun.errors import DlrunError
+
 SMOKE = ["experiment=smoke"]
 
 
@@ -90,6 +92,17 @@ def test_app_returns_the_optimized_metric(compose_cfg, tmp_path):
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert cfg.optimized_metric == "val/acc"
     assert returned == pytest.approx(metrics["best"]["val/acc"])
+
+
+def test_an_unlogged_optimized_metric_is_a_clear_error():
+    from omegaconf import OmegaConf
+
+    from dlrun.run import optimized_value
+
+    cfg = OmegaConf.create({"optimized_metric": "val/accuracy"})
+    with pytest.raises(DlrunError, match="optimized_metric='val/accuracy' is not a logged metric.*val/acc"):
+        optimized_value(cfg, {"epoch": 1, "val/acc": 0.5, "train/loss": 1.0})
+    assert optimized_value(OmegaConf.create({"optimized_metric": "val/acc"}), {"val/acc": 0.5}) == 0.5
 
 
 def test_multirun_of_two_values_gives_two_runs(tmp_path):

@@ -62,9 +62,18 @@ def run(cfg: DictConfig) -> float | None:
         return run_kfold(cfg, data, int(cfg.trainer.kfold), run_dir)
     result = train_one(cfg, data, run_dir)
     print_summary(result)
-    best = result["best"] or {}
+    return optimized_value(cfg, result["best"] or {})
+
+
+def optimized_value(cfg: DictConfig, metrics: dict) -> float | None:
+    """The value of `optimized_metric` the app returns to sweepers (None: no metric asked for)."""
     metric = cfg.get("optimized_metric")
-    return best.get(metric) if metric else None
+    if not metric or not metrics:
+        return None
+    if metric not in metrics:
+        logged = ", ".join(sorted(k for k in metrics if k.startswith(("train/", "val/"))))
+        raise DlrunError(f"optimized_metric={metric!r} is not a logged metric; use one of: {logged}")
+    return metrics[metric]
 
 
 def train_one(cfg: DictConfig, data, run_dir: Path, label: str | None = None) -> dict:
@@ -133,8 +142,7 @@ def run_kfold(cfg: DictConfig, data, num_folds: int, run_dir: Path) -> float | N
             "%d-fold %s: mean %.4f, std %.4f", num_folds, name, summary["mean"][name], summary["std"][name]
         )
     log.info("outputs: %s (fold_*/, metrics.json, summary.csv, summary.png)", run_dir)
-    metric = cfg.get("optimized_metric")
-    return summary["mean"].get(metric) if metric else None
+    return optimized_value(cfg, summary["mean"])
 
 
 def kfold_summary(folds: list[dict]) -> dict:
