@@ -1,6 +1,7 @@
 """Data parallel under torchrun (trainer.strategy=ddp): two gloo processes on the CPU train exactly as one
 process with the same global batch, only rank 0 writes, every rank names one run directory, resume works."""
 
+import json
 import os
 import subprocess
 import sys
@@ -203,3 +204,29 @@ def test_two_gloo_processes_train_as_one_with_the_same_global_batch(tmp_path):
         torch.testing.assert_close(weights(resumed)[name], value, rtol=1e-5, atol=1e-6)
     assert history(resumed)[-1] == pytest.approx(history(single)[-1], rel=1e-5, abs=1e-6)
     assert "resumed from" in (resumed / "dlrun.log").read_text()
+
+
+READ_SUMS = """
+import json, sys, torch, torch.distributed as dist
+from dlrun.engine.distributed import Distributed
+from dlrun.engine.metrics import MetricSums
+rank, store = int(sys.argv[1]), sys.argv[2]
+dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+sums = MetricSums()
+if rank == 0:  # rank 1 had no batches: its sums have no names at all
+    sums.add({"loss": torch.tensor(3.0), "correct": torch.tensor(2)}, 4)
+print(json.dumps(Distributed(rank, rank, 2, "gloo").read_sums(sums)))
+"""
+
+
+def test_read_sums_agrees_on_names_when_a_rank_had_no_batches(tmp_path):
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-c", READ_SUMS]
+    procs = [
+        subprocess.Popen([*cmd, str(r), str(tmp_path / "store")], stdout=subprocess.PIPE, text=True, env=env)
+        for r in (0, 1)
+    ]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    for out in outs:
+        assert json.loads(out.strip().splitlines()[-1]) == [{"correct": 2.0, "loss": 3.0}, 4]

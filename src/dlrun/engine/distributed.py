@@ -141,9 +141,16 @@ class Distributed:
             return sums.read()
         import torch.distributed as dist
 
-        names = sorted(sums.sums)
-        values = [sums.sums[n].detach().double().reshape(()) for n in names]
-        device = values[0].device if values else self._device()
+        # A rank may have no batches (a validation shard shorter than the others, a resumed epoch already
+        # done), hence no names: agree on them first so that every rank packs the same tensor.
+        gathered = [None] * self.world_size
+        dist.all_gather_object(gathered, sorted(sums.sums))
+        names = sorted(set().union(*gathered))
+        device = self._device()
+        zero = torch.zeros((), dtype=torch.float64, device=device)
+        values = [
+            sums.sums[n].detach().double().reshape(()).to(device) if n in sums.sums else zero for n in names
+        ]
         packed = torch.stack([*values, torch.tensor(float(sums.count), dtype=torch.float64, device=device)])
         dist.all_reduce(packed)
         *totals, count = packed.tolist()
