@@ -198,6 +198,17 @@ def test_masked_keys_get_zero_weight():
     assert weights.shape == (2, 2, 3, 5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_masked_softmax_under_mixed_precision(dtype):
+    scores = torch.randn(2, 3, 5, dtype=dtype)
+    weights = masked_softmax(scores, torch.tensor([2, 4]))
+    assert weights.dtype == dtype and torch.all(weights[0, :, 2:] == 0)
+    model = Transformer(11, 9, 16, 32, 4, 2, 0.0).eval()
+    with torch.autocast("cpu", dtype=dtype), torch.no_grad():  # -1e6 must not overflow float16
+        logits = model(torch.randint(11, (2, 6)), torch.tensor([6, 2]), torch.randint(9, (2, 4)))
+    assert torch.isfinite(logits).all()
+
+
 def make_models(src_vocab=11, tgt_vocab=9):
     torch.manual_seed(0)
     return [
@@ -301,7 +312,8 @@ def test_a_beam_as_wide_as_every_sequence_finds_the_most_likely_one():
     best = max(candidates, key=lambda s: sequence_log_prob(model, src, src_len, s))
     found = beam_search(model, src, src_len, 2, eos, 1, max_len, beam_size=5**3, length_penalty=0.0)
     assert found == (best[:-1] if best[-1] == eos else best)
-    assert beam_search(model, src, src_len, 2, eos, 1, max_len, beam_size=3) is not None
+    narrow = beam_search(model, src, src_len, 2, eos, 1, max_len, beam_size=3)
+    assert len(narrow) <= max_len and eos not in narrow
 
 
 def test_validation_reports_bleu_of_the_held_out_pairs(pairs_file):

@@ -23,7 +23,8 @@ def masked_softmax(scores: Tensor, valid_lens: Tensor | None) -> Tensor:
         valid_lens = valid_lens[:, None].expand(scores.shape[:2])
     keys = torch.arange(scores.shape[-1], device=scores.device)
     mask = keys[None, None, :] < valid_lens[..., None]
-    return F.softmax(scores.masked_fill(~mask, MASKED), dim=-1)
+    # In float32: -1e6 does not fit in float16 (mixed precision), and the softmax is more accurate there.
+    return F.softmax(scores.float().masked_fill(~mask, MASKED), dim=-1).to(scores.dtype)
 
 
 class AdditiveAttention(nn.Module):
