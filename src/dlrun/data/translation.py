@@ -13,6 +13,7 @@ sorted by length). With `num_examples=null` validation is drawn from every pair 
 """
 
 import logging
+import os
 import re
 import zipfile
 from pathlib import Path
@@ -131,8 +132,8 @@ class TranslationData:
             raise DlrunError(f"{self.path}: no training pairs (is it tab-separated, source<TAB>target?)")
         if num_val and not val:
             raise DlrunError(
-                f"{self.path} has no pairs after the first data.num_examples={num_examples} to validate "
-                "on; lower data.num_examples or set data.num_val=0 (and task.monitor=train/loss)"
+                f"{self.path} has no pairs after the first data.num_examples={num_examples} to validate on; "
+                "lower data.num_examples or set data.num_val=0 (with task.monitor=train/loss task.mode=min)"
             )
         self.train_pairs, self.val_pairs = train, val
         self.src_vocab = Vocab([w for source, _ in train for w in source], min_freq, SPECIALS)
@@ -242,7 +243,10 @@ def fetch_fra_eng(path: Path, allowed: bool) -> None:
     archive = path.parent.parent / "fra-eng.zip"
     try:
         download(FRA_ENG_URL, archive, FRA_ENG_SHA1)
+        # into a temp file first: under torchrun every rank may be downloading at once
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         with zipfile.ZipFile(archive) as zf:
-            zf.extract("fra-eng/fra.txt", path.parent.parent)
+            tmp.write_bytes(zf.read("fra-eng/fra.txt"))
+        os.replace(tmp, path)
     except Exception as err:
         raise DlrunError(f"{where}, and downloading failed ({first_line(err)}); {how}") from None

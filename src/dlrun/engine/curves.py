@@ -1,5 +1,6 @@
 """curves.png: the book's Animator plot (train/val loss and the main metric per epoch), drawn off-screen."""
 
+import os
 import time
 from pathlib import Path
 
@@ -30,7 +31,7 @@ def plot_history(
     ax.legend()
     if title:
         ax.set_title(title, fontsize=9)
-    tmp = path.with_name(f".{path.name}.tmp.png")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
     fig.savefig(tmp, dpi=100)
     tmp.replace(path)
 

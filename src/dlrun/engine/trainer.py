@@ -210,7 +210,8 @@ class Trainer:
         try:
             while not self._finished():
                 self._run_epoch()
-            _hook(self.task, "on_fit_end", self.model, self.logger)
+            if self.dist.is_main:  # the end-of-run reports write files: rank 0 alone
+                _hook(self.task, "on_fit_end", self.model, self.logger)
             status = "completed"
         except KeyboardInterrupt:
             status = "interrupted"

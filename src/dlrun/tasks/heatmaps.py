@@ -1,5 +1,6 @@
 """Attention weights as heatmaps (the book's `show_heatmaps`): a panel per layer and head, off-screen."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,6 @@ def save_png(image: np.ndarray, path: Path) -> None:
     from PIL import Image  # matplotlib's own dependency
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
     Image.fromarray(image).save(tmp, format="PNG")
     tmp.replace(path)
