@@ -84,8 +84,12 @@ def bare(model_name: str, steps: int) -> dict:
         opt.step()
         if step == 0:
             first_step = time.perf_counter() - PROCESS_START
-            timed = time.perf_counter()
-    return {"examples_per_s": steps * batch / (time.perf_counter() - timed), "first_step_s": first_step}
+            timed, cpu = time.perf_counter(), time.process_time()
+    return {
+        "examples_per_s": steps * batch / (time.perf_counter() - timed),
+        "first_step_s": first_step,
+        "cpu_ms_per_step": (time.process_time() - cpu) / steps * 1000,
+    }
 
 
 def book(model_name: str, steps: int) -> dict:
@@ -331,6 +335,7 @@ def run_all(steps_scale: float, repeats: int, variants: tuple[str, ...], models:
                     "batch": batch,
                     "spread": (speeds[0], speeds[-1]),
                     "repeats": len(results),
+                    "all_examples_per_s": [r["examples_per_s"] for r in results],
                 }
                 | median
             )
@@ -404,15 +409,19 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every default step count")
     parser.add_argument("--repeats", type=int, default=5, help="runs per loop; the table shows the median")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "performance.md")
+    parser.add_argument("--json", type=Path, help="also write every measurement to this JSON file")
     args = parser.parse_args()
     if args.variant:
         print(json.dumps(measure(args.variant, args.model, args.steps or SETTINGS[args.model][3])))
         return
     variants = tuple(args.variants or available_variants())
     rows = run_all(args.scale, args.repeats, variants, args.models)
+    starts = startup(args.repeats)
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "startup": starts}, indent=1))
     write_markdown(
         rows,
-        startup(args.repeats),
+        starts,
         args.out,
         "python " + " ".join([Path(__file__).relative_to(ROOT).as_posix(), *sys.argv[1:]]),
     )
