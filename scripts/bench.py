@@ -15,6 +15,7 @@ PROCESS_START = time.perf_counter()
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
 import resource  # noqa: E402
@@ -74,10 +75,14 @@ def bare(model_name: str, steps: int) -> dict:
     torch.manual_seed(0)
     model = build_model(model_name)
     opt = torch.optim.SGD(model.parameters(), lr=lr)
-    perm = torch.randperm(len(y))
+    batches_per_epoch = math.ceil(len(y) / batch)
     first_step = timed = None
+    examples = 0
     for step in range(steps + 1):
-        idx = perm[step * batch : (step + 1) * batch]
+        b = step % batches_per_epoch
+        if b == 0:  # a new epoch: reshuffle (the last batch of an epoch is short, as in the other loops)
+            perm = torch.randperm(len(y))
+        idx = perm[b * batch : (b + 1) * batch]
         loss = F.cross_entropy(model(x[idx]), y[idx])
         opt.zero_grad()
         loss.backward()
@@ -85,8 +90,10 @@ def bare(model_name: str, steps: int) -> dict:
         if step == 0:
             first_step = time.perf_counter() - PROCESS_START
             timed, cpu = time.perf_counter(), time.process_time()
+        else:
+            examples += len(idx)
     return {
-        "examples_per_s": steps * batch / (time.perf_counter() - timed),
+        "examples_per_s": examples / (time.perf_counter() - timed),
         "first_step_s": first_step,
         "cpu_ms_per_step": (time.process_time() - cpu) / steps * 1000,
     }
@@ -232,6 +239,8 @@ def lightning(model_name: str, steps: int) -> dict:
                 clock["first_step_s"] = time.perf_counter() - PROCESS_START
                 clock["start"], clock["cpu_start"] = time.perf_counter(), time.process_time()
             x, y = b
+            if self.calls > 1:
+                clock["examples"] = clock.get("examples", 0) + len(y)
             y_hat = self.model(x)
             loss = F.cross_entropy(y_hat, y)
             self.log("train/loss", loss, prog_bar=True)
@@ -260,7 +269,7 @@ def lightning(model_name: str, steps: int) -> dict:
         )
         trainer.fit(module, train_dataloaders=data.train_loader(epoch=1))
     return {
-        "examples_per_s": steps * batch / clock["train_time"],
+        "examples_per_s": clock["examples"] / clock["train_time"],
         "first_step_s": clock["first_step_s"],
         "cpu_ms_per_step": clock["cpu"] / steps * 1000,
     }
@@ -410,12 +419,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="runs per loop; the table shows the median")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "performance.md")
     parser.add_argument("--json", type=Path, help="also write every measurement to this JSON file")
+    parser.add_argument(
+        "--reuse", type=Path, help="an earlier --json file: keep its rows of the models not measured now"
+    )
     args = parser.parse_args()
     if args.variant:
         print(json.dumps(measure(args.variant, args.model, args.steps or SETTINGS[args.model][3])))
         return
     variants = tuple(args.variants or available_variants())
     rows = run_all(args.scale, args.repeats, variants, args.models)
+    if args.reuse:
+        earlier = json.loads(args.reuse.read_text())
+        rows = [r for r in earlier["rows"] if r["model"] not in args.models] + rows
     starts = startup(args.repeats)
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "startup": starts}, indent=1))
