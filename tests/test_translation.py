@@ -402,6 +402,24 @@ def test_cli_trains_then_translates_from_the_checkpoint(pairs_file, tmp_path):
     assert [r.split("\t")[0] for r in rows[1:]] == ["i lost .", "go home !"]
     assert f"i lost . => {rows[1].split(chr(9))[1]}" in proc.stderr
     assert (tmp_path / "translate" / "attention" / "1_decoder.png").is_file()
+    # other data options build another vocabulary: a clear error, not translations from shuffled token ids
+    other = [*common, "mode=translate", f"ckpt_path={run_dir}", "data.min_freq=4"]
+    proc = run_cli(other, tmp_path, check=False)
+    assert proc.returncode == 2
+    assert "was trained with another src_vocab" in proc.stderr and ".hydra/config.yaml" in proc.stderr
+
+
+def test_a_checkpoint_trained_on_another_vocabulary_is_refused(pairs_file, tmp_path):
+    from dlrun.run import check_data_state
+
+    data = tiny_data(pairs_file)
+    saved = data.checkpoint_state()
+    check_data_state(data, saved, tmp_path / "x.ckpt")  # the same vocabularies: fine
+    check_data_state(data, None, tmp_path / "x.ckpt")  # checkpoints from before vocabularies were saved
+    swapped = saved["tgt_vocab"][:]
+    swapped[-1], swapped[-2] = swapped[-2], swapped[-1]  # same size, two tokens trade places
+    with pytest.raises(DlrunError, match="trained with another tgt_vocab"):
+        check_data_state(data, saved | {"tgt_vocab": swapped}, tmp_path / "x.ckpt")
 
 
 def test_translate_mode_needs_a_checkpoint(compose_cfg, pairs_file):

@@ -198,14 +198,29 @@ def predict(cfg: DictConfig) -> None:
     data.setup(device, cfg.seed)
     models = []
     for path in paths:
+        ckpt = checkpoint.load(path)
+        check_data_state(data, ckpt.get("data"), path)
         model = build(model_node(cfg), "model", **getattr(data, "model_kwargs", {}))
         checkpoint.load_model_weights(
-            model, checkpoint.load(path)["model"], path, "use the same model options as the run that wrote it"
+            model, ckpt["model"], path, "use the same model options as the run that wrote it"
         )
         models.append(model)
     model = (models[0] if len(models) == 1 else Ensemble(models)).to(device).eval()
     log.info("predicting with %s", ", ".join(str(p) for p in paths))
     task.predict(model, data, Path(cfg.paths.output_dir))
+
+
+def check_data_state(data, saved: dict | None, path: Path) -> None:
+    """The data config must rebuild what the checkpoint was trained with (a vocabulary): the same sizes with
+    other tokens would load without error and predict nonsense."""
+    if saved is None or not hasattr(data, "checkpoint_state"):
+        return
+    for name, now in data.checkpoint_state().items():
+        if name in saved and saved[name] != now:
+            raise DlrunError(
+                f"{path} was trained with another {name} ({len(saved[name])} tokens; the data config now "
+                f"builds {len(now)}); use the data options of the run that wrote it (its .hydra/config.yaml)"
+            )
 
 
 def print_summary(result: dict) -> None:

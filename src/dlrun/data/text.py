@@ -243,6 +243,10 @@ class TextData:
                 f"{self.path} could not be read as {encoding} ({reason}); set data.encoding"
             ) from None
 
+    def checkpoint_state(self) -> dict:
+        """Saved in every checkpoint, so that predict mode can check it rebuilt the same vocabulary."""
+        return {"vocab": list(self.vocab.idx_to_token)}
+
     def setup(self, device: torch.device, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
         if self.batch_size % world_size or self.val_rows % world_size:
             raise DlrunError(

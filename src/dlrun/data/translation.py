@@ -168,6 +168,10 @@ class TranslationData:
         tgt, tgt_len = to_tensor([t for _, t in pairs], self.tgt_vocab, self.num_steps)
         return src, src_len, tgt, tgt_len
 
+    def checkpoint_state(self) -> dict:
+        """Saved in every checkpoint, so that translate mode can check it rebuilt the same vocabularies."""
+        return {"src_vocab": self.src_vocab.idx_to_token[:], "tgt_vocab": self.tgt_vocab.idx_to_token[:]}
+
     def setup(self, device: torch.device, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
         # `seed` (the run's) orders the batches; the split was drawn with data.seed.
         self.device, self.seed, self.rank, self.world_size = device, seed, rank, world_size

@@ -424,6 +424,8 @@ class Trainer:
             "train_sums": self._sums_at_step.state_dict() if self.state.batch_in_epoch else None,
             "rng": ckpt_io.rng_state(),
             "config": self.config_yaml,
+            # what the weights mean beyond the model config, e.g. a text vocabulary (checked by predict)
+            "data": self.data.checkpoint_state() if hasattr(self.data, "checkpoint_state") else None,
             "dlrun_version": __version__,
         }
 
