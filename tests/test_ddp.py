@@ -230,3 +230,55 @@ def test_read_sums_agrees_on_names_when_a_rank_had_no_batches(tmp_path):
     assert [p.returncode for p in procs] == [0, 0]
     for out in outs:
         assert json.loads(out.strip().splitlines()[-1]) == [{"correct": 2.0, "loss": 3.0}, 4]
+
+
+NAN_ON_RANK_1 = """
+import os, sys
+from functools import partial
+import torch
+from dlrun.data.fake import FakeImageData
+from dlrun.engine.trainer import Trainer
+from dlrun.errors import NonFiniteLossError
+from dlrun.models.mlp import MLP
+from dlrun.tasks.classification import ClassificationTask
+
+class NanOnRank1(ClassificationTask):
+    calls = 0
+    def training_step(self, model, batch):
+        loss, stats, n = super().training_step(model, batch)
+        NanOnRank1.calls += 1
+        if os.environ["RANK"] == "1" and NanOnRank1.calls == 4:  # the last step before a check
+            loss = loss * float("nan")
+        return loss, stats, n
+
+torch.manual_seed(0)
+trainer = Trainer(device="cpu", strategy="ddp", progress_bar=False, log_every_n_steps=4, curves=False)
+try:
+    trainer.fit(MLP(image_size=8, hidden_sizes=[8]), NanOnRank1(), FakeImageData(batch_size=8, num_train=64,
+                num_val=8, size=8), partial(torch.optim.SGD, lr=0.1), run_dir=sys.argv[1])
+except NonFiniteLossError as err:
+    print("stopped:", err)
+"""
+
+
+def test_a_non_finite_loss_on_one_rank_stops_every_rank(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = os.environ | {"OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", NAN_ON_RANK_1, str(tmp_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env | {"RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": "2"},
+        )
+        for r in (0, 1)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert "stopped: the training loss of another process became non-finite by step 4" in outs[0][0]
+    assert "stopped: training loss became nan at step 4" in outs[1][0]

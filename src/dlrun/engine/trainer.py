@@ -371,13 +371,22 @@ class Trainer:
         sums, count = self.train_sums.read()
         self.progress.show(self.task.compute(sums, count))
 
-    def _check_finite(self, final_check: bool = False) -> list[float]:
-        """Read the losses since the last check (one sync); stop at the first that is not finite."""
+    def _check_finite(self, final_check: bool = False, all_ranks: bool = True) -> list[float]:
+        """Read the losses since the last check (one sync); stop at the first that is not finite.
+
+        Under DDP every rank checks at the same steps and learns whether any rank saw a non-finite loss, so
+        all stop together (`all_ranks=False`: this rank alone, where the others are not checking)."""
         if not self._pending_losses:
             return [self._last_finite[1]] if self._last_finite else [0.0]
         steps = [s for s, _ in self._pending_losses]
         values = torch.stack([v.float() for _, v in self._pending_losses]).tolist()
         self._pending_losses = []
+        here = not all(math.isfinite(v) for v in values)
+        if all_ranks and self.dist.ddp and self.dist.sum(int(here)) and not here:
+            raise NonFiniteLossError(
+                f"the training loss of another process became non-finite by step {steps[-1]} (epoch "
+                f"{self.state.epoch + 1}); see its error. Lower optim.lr or set trainer.gradient_clip_val"
+            )
         for step, value in zip(steps, values, strict=True):
             if not math.isfinite(value):
                 last = (
@@ -490,7 +499,7 @@ class Trainer:
             log.warning("interrupted; checkpoints are off, nothing saved")
             return
         try:
-            self._check_finite()
+            self._check_finite(all_ranks=False)  # rank 0 alone saves on Ctrl-C: no collective here
         except NonFiniteLossError:
             log.warning("interrupted after a non-finite loss; last.ckpt left as it was")
             return
