@@ -216,6 +216,8 @@ sums = MetricSums()
 if rank == 0:  # rank 1 had no batches: its sums have no names at all
     sums.add({"loss": torch.tensor(3.0), "correct": torch.tensor(2)}, 4)
 print(json.dumps(Distributed(rank, rank, 2, "gloo").read_sums(sums)))
+dist.barrier()  # neither process leaves while the other still talks to it
+dist.destroy_process_group()
 """
 
 
@@ -257,7 +259,9 @@ try:
     trainer.fit(MLP(image_size=8, hidden_sizes=[8]), NanOnRank1(), FakeImageData(batch_size=8, num_train=64,
                 num_val=8, size=8), partial(torch.optim.SGD, lr=0.1), run_dir=sys.argv[1])
 except NonFiniteLossError as err:
-    print("stopped:", err)
+    print("stopped:", err, flush=True)
+torch.distributed.barrier()  # neither process leaves while the other still talks to it
+torch.distributed.destroy_process_group()
 """
 
 

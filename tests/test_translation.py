@@ -98,12 +98,13 @@ def test_splits_train_on_the_first_pairs_and_hold_out_a_seeded_sample(pairs_file
 def test_batches_cover_the_pairs_once_per_epoch_in_a_seeded_order(pairs_file):
     data = tiny_data(pairs_file)
     data.setup(torch.device("cpu"), seed=3)
-    first = [b[-1] for b in data.train_loader(epoch=1)]
+    first = [b.index for b in data.train_loader(epoch=1)]
     assert sorted(torch.cat(first).tolist()) == list(range(10))
-    assert all(torch.equal(a, b[-1]) for a, b in zip(first, data.train_loader(epoch=1), strict=True))
-    assert not torch.equal(torch.cat(first), torch.cat([b[-1] for b in data.train_loader(epoch=2)]))
-    src, src_len, tgt, tgt_len, index = next(iter(data.val_loader()))
-    assert index.tolist() == [0, 1, 2, 3] and torch.equal(tgt, data.val_tensors[2][:4])
+    assert all(torch.equal(a, b.index) for a, b in zip(first, data.train_loader(epoch=1), strict=True))
+    assert not torch.equal(torch.cat(first), torch.cat([b.index for b in data.train_loader(epoch=2)]))
+    batch = next(iter(data.val_loader()))
+    assert batch.index.tolist() == [0, 1, 2, 3] and torch.equal(batch.tgt, data.val_tensors[2][:4])
+    assert batch.loss_denominator == batch.tgt_len.sum()  # one process: this batch's target tokens
 
 
 def test_missing_files_say_where_and_how(tmp_path):
@@ -153,10 +154,32 @@ def test_task_loss_is_per_token_and_aggregates_exactly(pairs_file):
     assert count == 4 and loss.requires_grad and not stats["loss"].requires_grad
     assert float(loss.detach()) == pytest.approx(float(stats["loss"] / stats["tokens"]))
     # Teacher forcing: <bos> then the target shifted by one.
-    src, src_len, tgt, tgt_len, _ = batches[0]
+    src, src_len, tgt, tgt_len = batches[0][:4]
     bos = torch.full_like(tgt[:, :1], data.tgt_vocab["<bos>"])
     expected = masked_cross_entropy(model(src, src_len, torch.cat([bos, tgt[:, :-1]], 1)), tgt, tgt_len)
     assert torch.allclose(stats["loss"], expected[0])
+
+
+def test_two_ranks_gradients_average_to_the_single_process_gradient(pairs_file):
+    """DDP averages the ranks' gradients: each rank's per-token loss must be over the global batch's tokens,
+    or ranks whose sentences are shorter would weigh more."""
+    torch.manual_seed(0)
+    model = Seq2Seq(40, 40, 8, 8, 1, 0.0)
+    task = Seq2SeqTask()
+
+    def gradients(rank, world_size):
+        data = tiny_data(pairs_file, batch_size=6)
+        data.setup(torch.device("cpu"), seed=1, rank=rank, world_size=world_size)
+        task.bind(data)
+        model.zero_grad()
+        loss, _, _ = task.training_step(model, next(iter(data.train_loader(epoch=1))))
+        loss.backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    single = gradients(0, 1)
+    ranks = [gradients(r, 2) for r in (0, 1)]
+    for got0, got1, want in zip(*ranks, single, strict=True):
+        torch.testing.assert_close((got0 + got1) / 2, want)
 
 
 # ------------------------------------------------------------------------- BLEU

@@ -67,7 +67,15 @@ class EpochBatchSampler:
         return full + (rest > self.rank)  # the short last batch may hold nothing for this rank
 
     def __iter__(self):
+        for batch in self.global_batches():
+            yield self.share(batch)
+
+    def global_batches(self):
+        """The batches of all ranks together: what one process would get."""
         indices = self._indices()
         for b in range(self.skip, len(self)):
-            batch = indices[b * self.batch_size : (b + 1) * self.batch_size]
-            yield batch if self.world_size == 1 else batch[self.rank :: self.world_size]
+            yield indices[b * self.batch_size : (b + 1) * self.batch_size]
+
+    def share(self, batch: torch.Tensor) -> torch.Tensor:
+        """This rank's part of a global batch."""
+        return batch if self.world_size == 1 else batch[self.rank :: self.world_size]

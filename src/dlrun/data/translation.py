@@ -17,6 +17,7 @@ import os
 import re
 import zipfile
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -79,10 +80,19 @@ def to_tensor(sentences: list[list[str]], vocab: Vocab, num_steps: int) -> tuple
     return ids, lengths
 
 
-class PairBatches:
-    """(src, src_len, tgt, tgt_len, index) batches; `index` says which pairs they are (validation looks
-    up the reference sentences with it)."""
+class PairBatch(NamedTuple):
+    src: Tensor
+    src_len: Tensor
+    tgt: Tensor
+    tgt_len: Tensor
+    index: Tensor  # which pairs these are (validation looks up the reference sentences with it)
+    # Target tokens of the whole global batch / number of ranks: the loss is the summed cross-entropy over
+    # this, so that DDP's mean of the ranks' gradients is the gradient of the global batch's per-token mean
+    # (one process: exactly this batch's token count).
+    loss_denominator: Tensor
 
+
+class PairBatches:
     def __init__(self, tensors: tuple[Tensor, ...], sampler: EpochBatchSampler, device: torch.device):
         self.tensors, self.sampler, self.device = tensors, sampler, device
 
@@ -90,9 +100,12 @@ class PairBatches:
         return len(self.sampler)
 
     def __iter__(self):
-        for idx in self.sampler:
-            idx = idx.to(self.tensors[0].device)
-            yield (*(t[idx] for t in self.tensors), idx)
+        tgt_len = self.tensors[3]
+        for whole in self.sampler.global_batches():
+            whole = whole.to(tgt_len.device)
+            idx = self.sampler.share(whole)
+            denominator = tgt_len[whole].sum() / self.sampler.world_size
+            yield PairBatch(*(t[idx] for t in self.tensors), idx, denominator)
 
 
 class TranslationData:

@@ -50,7 +50,8 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 class Seq2SeqTask(Task):
-    """Batches of (src, src_len, tgt, tgt_len, index); the model is an EncoderDecoder."""
+    """Batches of (src, src_len, tgt, tgt_len, index, loss_denominator) (data.translation.PairBatch); the
+    model is an EncoderDecoder."""
 
     def __init__(
         self,
@@ -112,15 +113,17 @@ class Seq2SeqTask(Task):
 
     # ---------------------------------------------------------------- steps
     def step(self, model: nn.Module, batch) -> tuple[Tensor, dict[str, Tensor], int]:
-        src, src_len, tgt, tgt_len, _ = batch
+        src, src_len, tgt, tgt_len = batch[:4]
         bos = torch.full_like(tgt[:, :1], self.bos)
         logits = model(src, src_len, torch.cat([bos, tgt[:, :-1]], dim=1))
         total, tokens = masked_cross_entropy(logits, tgt, tgt_len)
-        return total / tokens, {"loss": total.detach(), "tokens": tokens.detach().float()}, src.shape[0]
+        # per target token; under DDP per token of the global batch (see PairBatch.loss_denominator)
+        denominator = batch.loss_denominator if hasattr(batch, "loss_denominator") else tokens
+        return total / denominator, {"loss": total.detach(), "tokens": tokens.detach().float()}, src.shape[0]
 
     def validation_step(self, model: nn.Module, batch) -> tuple[Tensor, dict[str, Tensor], int]:
         loss, stats, count = self.step(model, batch)
-        src, src_len, _, _, index = batch
+        src, src_len, _, _, index = batch[:5]
         translations, _ = self.translate(model, src, src_len)
         references = [self.data.val_references[i] for i in index.tolist()]
         scores = [bleu(t, r, self.bleu_k) for t, r in zip(translations, references, strict=True)]
