@@ -7,42 +7,20 @@ step-by-step decoding (a beam search reorders them with the rest of the state).
 """
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from dlrun.models.attention import AdditiveAttention
-from dlrun.models.seq2seq import EncoderDecoder, GRUEncoder, State, check_sizes, init_weights
+from dlrun.models.seq2seq import Seq2Seq, State
 
 
-class Bahdanau(EncoderDecoder):
-    """state = (encoder outputs (batch, S, hidden), decoder state (batch, layers, hidden), source valid
+class Bahdanau(Seq2Seq):
+    """Seq2Seq's encoder and decoder layers, with an additive attention between them.
+
+    state = (encoder outputs (batch, S, hidden), decoder state (batch, layers, hidden), source valid
     lengths (batch,), attention weights so far (batch, steps, S))."""
 
-    def __init__(
-        self,
-        src_vocab_size: int,
-        tgt_vocab_size: int,
-        embed_size: int = 32,
-        hidden_size: int = 32,
-        num_layers: int = 2,
-        dropout: float = 0.1,
-        init: str = "xavier",
-    ):
-        super().__init__()
-        check_sizes(
-            src_vocab_size=src_vocab_size,
-            tgt_vocab_size=tgt_vocab_size,
-            embed_size=embed_size,
-            hidden_size=hidden_size,
-            num_layers=num_layers,
-        )
-        self.encoder = GRUEncoder(src_vocab_size, embed_size, hidden_size, num_layers, dropout)
+    def add_attention(self, hidden_size: int, dropout: float) -> None:
         self.attention = AdditiveAttention(hidden_size, hidden_size, hidden_size, dropout)
-        self.embedding = nn.Embedding(tgt_vocab_size, embed_size)
-        self.rnn = nn.GRU(
-            embed_size + hidden_size, hidden_size, num_layers, dropout=dropout, batch_first=True
-        )
-        self.dense = nn.Linear(hidden_size, tgt_vocab_size)
-        init_weights(self, init)
 
     def encode(self, src: Tensor, src_len: Tensor) -> State:
         outputs, hidden = self.encoder(src)

@@ -101,12 +101,16 @@ class Seq2Seq(EncoderDecoder):
             num_layers=num_layers,
         )
         self.encoder = GRUEncoder(src_vocab_size, embed_size, hidden_size, num_layers, dropout)
+        self.add_attention(hidden_size, dropout)
         self.embedding = nn.Embedding(tgt_vocab_size, embed_size)
         self.rnn = nn.GRU(
             embed_size + hidden_size, hidden_size, num_layers, dropout=dropout, batch_first=True
         )
         self.dense = nn.Linear(hidden_size, tgt_vocab_size)
         init_weights(self, init)
+
+    def add_attention(self, hidden_size: int, dropout: float) -> None:
+        """Modules between the encoder and the decoder's layers (Bahdanau's attention); none here."""
 
     def encode(self, src: Tensor, src_len: Tensor) -> State:
         _, state = self.encoder(src)
