@@ -255,7 +255,7 @@ class Trainer:
         sums, count = self.dist.read_sums(self.train_sums)  # summed over the ranks under DDP
         examples = self.dist.sum(examples)
         metrics = {f"train/{k}": v for k, v in self.task.compute(sums, count).items()}
-        self._check_finite(final_check=True)
+        self._check_finite()
         metrics |= {f"val/{k}": v for k, v in val_metrics.items()}
         metrics["lr"] = lr
         metrics["throughput/train_examples_per_s"] = examples / train_time if train_time > 0 else 0.0
@@ -371,7 +371,7 @@ class Trainer:
         sums, count = self.train_sums.read()
         self.progress.show(self.task.compute(sums, count))
 
-    def _check_finite(self, final_check: bool = False, all_ranks: bool = True) -> list[float]:
+    def _check_finite(self, all_ranks: bool = True) -> list[float]:
         """Read the losses since the last check (one sync); stop at the first that is not finite.
 
         Under DDP every rank checks at the same steps and learns whether any rank saw a non-finite loss, so

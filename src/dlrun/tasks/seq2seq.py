@@ -44,11 +44,6 @@ def masked_cross_entropy(logits: Tensor, target: Tensor, valid_len: Tensor) -> t
     return torch.where(mask, losses, 0.0).sum(), mask.sum()
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The encoder-decoder inside a DistributedDataParallel wrapper (decoding calls encode/decode)."""
-    return getattr(model, "module", model)
-
-
 class Seq2SeqTask(Task):
     """Batches of (src, src_len, tgt, tgt_len, index, loss_denominator) (data.translation.PairBatch); the
     model is an EncoderDecoder."""
@@ -91,10 +86,10 @@ class Seq2SeqTask(Task):
     # ---------------------------------------------------------------- hooks
     def on_fit_start(self, model: nn.Module, data) -> None:
         self.bind(data)
-        if not all(hasattr(unwrap(model), name) for name in ("encode", "decode")):
+        if not all(hasattr(model, name) for name in ("encode", "decode")):
             raise DlrunError(
                 "task=seq2seq needs an encoder-decoder (model=seq2seq, bahdanau or transformer), "
-                f"not {type(unwrap(model)).__name__}"
+                f"not {type(model).__name__}"
             )
 
     def bind(self, data) -> None:
@@ -118,8 +113,8 @@ class Seq2SeqTask(Task):
         logits = model(src, src_len, torch.cat([bos, tgt[:, :-1]], dim=1))
         total, tokens = masked_cross_entropy(logits, tgt, tgt_len)
         # per target token; under DDP per token of the global batch (see PairBatch.loss_denominator)
-        denominator = batch.loss_denominator if hasattr(batch, "loss_denominator") else tokens
-        return total / denominator, {"loss": total.detach(), "tokens": tokens.detach().float()}, src.shape[0]
+        stats = {"loss": total.detach(), "tokens": tokens.detach().float()}
+        return total / batch.loss_denominator, stats, src.shape[0]
 
     def validation_step(self, model: nn.Module, batch) -> tuple[Tensor, dict[str, Tensor], int]:
         loss, stats, count = self.step(model, batch)
@@ -143,7 +138,6 @@ class Seq2SeqTask(Task):
     @torch.no_grad()
     def translate(self, model: nn.Module, src: Tensor, src_len: Tensor) -> tuple[list[str], list[list[int]]]:
         """Translations (strings, and ids without `<eos>`) of a batch of sources."""
-        model = unwrap(model)
         max_len = self.max_len or self.data.num_steps
         if self.beam_size == 1:
             ids = greedy(model, src, src_len, self.bos, self.eos, max_len)
@@ -209,7 +203,6 @@ class Seq2SeqTask(Task):
     def draw_attention(self, model, i: int, sentence: str, src, src_len, ids, out_dir, logger) -> None:
         """Rerun the decoder on its own output (teacher forcing, eval mode: the same computation as
         decoding) to read the attention weights of every output step."""
-        model = unwrap(model)
         max_len = self.max_len or self.data.num_steps
         outputs = ids + ([self.eos] if len(ids) < max_len else [])
         if not outputs:
