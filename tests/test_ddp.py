@@ -80,7 +80,7 @@ def test_uneven_epochs_pad_training_and_not_validation():
         EpochBatchSampler(66, 15, True, world_size=2)
     data = FakeImageData(batch_size=15, num_train=30, num_val=10, size=8)
     with pytest.raises(DlrunError, match="global batch"):
-        data.setup(torch.device("cpu"), rank=0, world_size=2)
+        distributed.Distributed(0, 0, 2, "gloo").setup_data(data, torch.device("cpu"), seed=0)
 
 
 # ------------------------------------------------------------------------------ strategy, stamp

@@ -64,12 +64,8 @@ class InMemoryData:
         return x
 
     def setup(self, device: torch.device, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
-        """Under DDP (world_size > 1) batch_size stays the global batch: each rank takes its share of it."""
-        if self.batch_size % world_size:
-            raise DlrunError(
-                f"data.batch_size={self.batch_size} is the global batch; it must be divisible by the "
-                f"{world_size} processes"
-            )
+        """Under DDP (world_size > 1) batch_size stays the global batch: each rank takes its share of it
+        (the engine's Distributed.setup_data checks that it divides evenly, for every data module)."""
         self.device, self.seed, self.rank, self.world_size = device, seed, rank, world_size
         if self.on_device:
             for name in ("x_train", "y_train", "x_val", "y_val"):
