@@ -3,11 +3,12 @@
 import csv
 import json
 import logging
-import os
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+
+from dlrun.engine.ranks import env_rank
 
 log = logging.getLogger("dlrun")
 
@@ -90,7 +91,7 @@ class SweepSummary(Callback):
     """After a multirun: summary.csv (one row per run) and summary.png (val curves) in the sweep dir."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        if int(os.environ.get("RANK", "0")) != 0:  # a sweep under torchrun: rank 0 writes the summary
+        if env_rank() != 0:  # a sweep under torchrun: rank 0 writes the summary
             return
         sweep_dir = Path(config.hydra.sweep.dir)
         path = write_summary(sweep_dir)

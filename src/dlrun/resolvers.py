@@ -6,6 +6,8 @@ from datetime import datetime
 
 from omegaconf import OmegaConf
 
+from dlrun.engine.ranks import env_rank, env_world_size
+
 # Random per process: two runs started in the same second still get different directories.
 RUN_ID = os.urandom(2).hex()
 _STAMP: tuple[float, str] | None = None
@@ -22,7 +24,7 @@ def run_stamp() -> tuple[float, str]:
     global _STAMP
     if _STAMP is None:
         stamp = (time.time(), RUN_ID)
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if env_world_size() > 1:
             from dlrun.engine.distributed import shared_run_stamp  # torch only under torchrun
 
             stamp = shared_run_stamp(stamp)
@@ -38,7 +40,7 @@ def _run_stamp(pattern: str = "%Y-%m-%d_%H-%M-%S") -> str:
 
 def _rank_zero(value, other=None):
     """${rank_zero:A,B}: A in a single process and on rank 0 of a torchrun job, B on the other ranks."""
-    return value if int(os.environ.get("RANK", "0")) == 0 else other
+    return value if env_rank() == 0 else other
 
 
 def register() -> None:

@@ -7,7 +7,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from dlrun.engine.distributed import env_rank
+from dlrun.engine.ranks import env_rank
 from dlrun.engine.seed import seed_everything
 from dlrun.engine.trainer import write_json
 from dlrun.errors import DlrunError, first_line

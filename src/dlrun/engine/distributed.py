@@ -34,19 +34,12 @@ from torch import nn
 
 from dlrun.engine.device import select_device
 from dlrun.engine.metrics import MetricSums
+from dlrun.engine.ranks import env_world_size
 from dlrun.errors import DlrunError
 
 log = logging.getLogger("dlrun")
 
 STRATEGIES = ("auto", "single", "ddp")
-
-
-def env_world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def env_rank() -> int:
-    return int(os.environ.get("RANK", "0"))
 
 
 # ------------------------------------------------------------------ run directory agreement
