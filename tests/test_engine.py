@@ -342,3 +342,18 @@ def test_checkpoint_every_n_epochs_still_keeps_the_best_epoch(tmp_path):
     assert best["state"]["epoch"] == 1 and best["state"]["best"]["lr"] == 0.5
     with pytest.raises(DlrunError, match="checkpoint_every_n_epochs=0"):
         Trainer(device="cpu", checkpoint_every_n_epochs=0)
+
+
+def test_replacing_keeps_the_old_file_when_writing_fails(tmp_path):
+    from dlrun.atomic import replacing
+
+    path = tmp_path / "metrics.json"
+    path.write_text("old")
+    with pytest.raises(RuntimeError), replacing(path) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash mid-write")
+    assert path.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+    with replacing(path, ".png") as tmp:
+        assert tmp.suffix == ".png" and tmp.parent == tmp_path
+        tmp.write_text("new")
+    assert path.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]

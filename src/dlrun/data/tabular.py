@@ -12,19 +12,15 @@ or one of pandas' default NA strings ("NA", "NaN", "null", ...), as in the book'
 """
 
 import csv
-import hashlib
 import logging
 import math
-import os
-import shutil
-import tempfile
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from dlrun.data.download import download
 from dlrun.data.in_memory import InMemoryData
 from dlrun.errors import DlrunError, first_line
 
@@ -48,24 +44,6 @@ KAGGLE_HOUSE_FILES = {
         "fa19780a7b011d9b009e8bff8e99922a8ee2eb90",
     ),
 }
-
-
-def download(url: str, path: Path, sha1: str | None = None, timeout: float = 30.0) -> Path:
-    """Fetch url to path (atomically), checking the sha1 when given; raises OSError/ValueError on failure."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            shutil.copyfileobj(response, out)
-        if sha1 is not None:
-            digest = hashlib.sha1(Path(tmp).read_bytes()).hexdigest()
-            if digest != sha1:
-                raise ValueError(f"sha1 of {url} is {digest}, expected {sha1}")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
 
 
 def _is_missing(value: str) -> bool:

@@ -12,17 +12,15 @@ run sees exactly the batches an uninterrupted one would.
 """
 
 import collections
-import hashlib
 import logging
-import os
 import re
-import urllib.request
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from dlrun.data.download import sha1
 from dlrun.errors import DlrunError, first_line
 
 log = logging.getLogger("dlrun")
@@ -296,28 +294,6 @@ class TextFileData(TextData):
     """`data=text data.path=FILE`: any plain-text file."""
 
 
-def sha1(path: Path) -> str:
-    digest = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def download_time_machine(path: Path) -> None:
-    """Fetch the book's copy (its URL and sha1) into `path` (a temp file renamed once checked)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with urllib.request.urlopen(TIME_MACHINE_URL, timeout=30) as response:
-            tmp.write_bytes(response.read())
-        if sha1(tmp) != TIME_MACHINE_SHA1:
-            raise OSError(f"sha1 {sha1(tmp)} is not the book's {TIME_MACHINE_SHA1}")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 class TimeMachineData(TextData):
     """H. G. Wells' The Time Machine, the book's language-model corpus: `<root>/timemachine.txt`, downloaded
     from the book's bucket when missing and `download` is true."""
@@ -334,7 +310,7 @@ class TimeMachineData(TextData):
                 raise DlrunError(f"{where}; {how}")
             log.info("%s: downloading %s", where, TIME_MACHINE_URL)
             try:
-                download_time_machine(path)
+                download(TIME_MACHINE_URL, path, TIME_MACHINE_SHA1)
             except Exception as err:
                 reason = first_line(err)
                 raise DlrunError(f"{where}, and downloading failed ({reason}); {how}") from None

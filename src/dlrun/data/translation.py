@@ -13,7 +13,6 @@ sorted by length). With `num_examples=null` validation is drawn from every pair 
 """
 
 import logging
-import os
 import re
 import zipfile
 from pathlib import Path
@@ -22,9 +21,10 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from dlrun.atomic import replacing
+from dlrun.data.download import download, sha1
 from dlrun.data.sampling import EpochBatchSampler
-from dlrun.data.tabular import download
-from dlrun.data.text import Vocab, sha1
+from dlrun.data.text import Vocab
 from dlrun.errors import DlrunError, first_line
 
 log = logging.getLogger("dlrun")
@@ -261,9 +261,7 @@ def fetch_fra_eng(path: Path, allowed: bool) -> None:
     try:
         download(FRA_ENG_URL, archive, FRA_ENG_SHA1)
         # into a temp file first: under torchrun every rank may be downloading at once
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with zipfile.ZipFile(archive) as zf:
+        with replacing(path) as tmp, zipfile.ZipFile(archive) as zf:
             tmp.write_bytes(zf.read("fra-eng/fra.txt"))
-        os.replace(tmp, path)
     except Exception as err:
         raise DlrunError(f"{where}, and downloading failed ({first_line(err)}); {how}") from None

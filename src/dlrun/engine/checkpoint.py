@@ -8,21 +8,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dlrun.atomic import replacing
 from dlrun.errors import DlrunError, first_line
 
 
 def save_atomic(obj: dict, path: Path) -> None:
     """A crash mid-write leaves the previous file intact: readers only ever see a complete checkpoint."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with replacing(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def cpu_copy(obj):

@@ -1,8 +1,9 @@
 """curves.png: the book's Animator plot (train/val loss and the main metric per epoch), drawn off-screen."""
 
-import os
 import time
 from pathlib import Path
+
+from dlrun.atomic import replacing
 
 
 def series_names(history: list[dict], main_metric: str) -> list[str]:
@@ -31,9 +32,8 @@ def plot_history(
     ax.legend()
     if title:
         ax.set_title(title, fontsize=9)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    tmp.replace(path)
+    with replacing(path, ".png") as tmp:
+        fig.savefig(tmp, dpi=100)
 
 
 class CurvePlotter:

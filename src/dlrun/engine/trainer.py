@@ -8,7 +8,6 @@ their own config groups. Nothing in here knows about images, text or a particula
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 from torch import nn
 
 from dlrun import __version__
+from dlrun.atomic import replacing
 from dlrun.engine import checkpoint as ckpt_io
 from dlrun.engine import distributed
 from dlrun.engine.curves import CurvePlotter
@@ -49,9 +49,8 @@ class TrainState:
 
 def write_json(path: Path, obj: dict) -> None:
     """Atomically, like the checkpoints."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2))
 
 
 def _hook(task, name: str, *args) -> None:

@@ -1,10 +1,11 @@
 """Attention weights as heatmaps (the book's `show_heatmaps`): a panel per layer and head, off-screen."""
 
-import os
 from pathlib import Path
 
 import numpy as np
 from torch import Tensor
+
+from dlrun.atomic import replacing
 
 
 def attention_figure(maps: list[Tensor], rows: list[str], columns: list[str], title: str):
@@ -44,6 +45,5 @@ def save_png(image: np.ndarray, path: Path) -> None:
     from PIL import Image  # matplotlib's own dependency
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    Image.fromarray(image).save(tmp, format="PNG")
-    tmp.replace(path)
+    with replacing(path, ".png") as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
