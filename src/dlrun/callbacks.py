@@ -1,7 +1,6 @@
 """Hydra callbacks. Imported when Hydra starts, so nothing heavy at module level."""
 
 import csv
-import json
 import logging
 from pathlib import Path
 
@@ -9,6 +8,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from dlrun.engine.ranks import env_rank
+from dlrun.engine.summary import METRICS_FILE, read_summary
 
 log = logging.getLogger("dlrun")
 
@@ -17,10 +17,12 @@ def collect_runs(sweep_dir: Path) -> list[dict]:
     """One row per job of a sweep: its overrides, status, best and final metrics, time."""
     rows = []
     for metrics_file in sorted(
-        sweep_dir.glob("*/metrics.json"),
-        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else p.parent.name,
+        sweep_dir.glob(f"*/{METRICS_FILE}"),
+        key=lambda p: (0, int(p.parent.name), "") if p.parent.name.isdigit() else (1, 0, p.parent.name),
     ):
-        metrics = json.loads(metrics_file.read_text())
+        metrics = read_summary(metrics_file)
+        if metrics is None:
+            metrics = {"status": "unreadable metrics.json"}
         overrides_file = metrics_file.parent / ".hydra" / "overrides.yaml"
         overrides = OmegaConf.load(overrides_file) if overrides_file.is_file() else []
         row = {

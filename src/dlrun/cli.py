@@ -32,23 +32,37 @@ def in_sweep() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def record_failed_job(cfg: DictConfig, err: Exception) -> None:
+    """A sweep job that failed before its trainer wrote metrics.json (a bad value) still gets one, so that
+    summary.csv lists it."""
+    from dlrun.engine.summary import METRICS_FILE, RunSummary, write_json
+    from dlrun.errors import first_line
+
+    path = Path(cfg.paths.output_dir) / METRICS_FILE
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        summary = RunSummary(status=f"failed: {first_line(err)}", run_dir=str(path.parent))
+        write_json(path, summary.to_dict())
+
+
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from dlrun.errors import DlrunError, NonFiniteLossError
+    from dlrun.engine.interrupts import StopRequested
+    from dlrun.errors import DlrunError
     from dlrun.run import run
 
     try:
         return run(cfg)
-    except NonFiniteLossError as err:
-        log.error("error: %s", err)
-        if in_sweep():
-            # A diverging job is one outcome of a sweep, not the end of it: the other jobs go on, summary.csv
-            # shows its status, and Optuna records the trial as failed (no value; NaN trips its sweeper).
-            return None
-        sys.exit(2)
     except DlrunError as err:
         log.error("error: %s", err)
+        if in_sweep():
+            # A failing job (a diverging loss, a bad value) is one outcome of a sweep, not the end of it: the
+            # other jobs go on, summary.csv shows its status, and Optuna records the trial as failed (no value).
+            record_failed_job(cfg, err)
+            return None
         sys.exit(2)
+    except StopRequested as stop:
+        sys.exit(128 + stop.signum)
     except KeyboardInterrupt:
         sys.exit(130)
 

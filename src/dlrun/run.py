@@ -9,7 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dlrun.engine.ranks import env_rank
 from dlrun.engine.seed import seed_everything
-from dlrun.engine.trainer import write_json
+from dlrun.engine.summary import METRICS_FILE, write_json
 from dlrun.errors import DlrunError, first_line
 
 log = logging.getLogger("dlrun")
@@ -79,8 +79,8 @@ def optimized_value(cfg: DictConfig, metrics: dict) -> float | None:
 def train_one(cfg: DictConfig, data, run_dir: Path, label: str | None = None) -> dict:
     """Build a fresh model, task, optimizer, scheduler, logger and trainer, and train on `data`."""
     seed_everything(cfg.seed)
-    trainer = build(trainer_node(cfg), "trainer")
-    model = build(model_node(cfg), "model", **getattr(data, "model_kwargs", {}))
+    trainer = build(trainer_node(cfg), "trainer", callbacks=build_callbacks(cfg))
+    model = build(model_node(cfg), "model", **data.model_kwargs)
     task = build(cfg.task, "task")
     optimizer = build(cfg.optim, "optim")
     scheduler = build(cfg.sched.scheduler, "sched") if cfg.sched.scheduler is not None else None
@@ -114,6 +114,23 @@ def train_one(cfg: DictConfig, data, run_dir: Path, label: str | None = None) ->
     )
 
 
+def build_callbacks(cfg: DictConfig) -> list:
+    """The `callbacks` group: a mapping of name -> {_target_: ..., options}, each an engine Callback."""
+    from dlrun.engine.callbacks import Callback
+
+    built = []
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if node is None:
+            continue
+        callback = build(node, f"callbacks.{name}")
+        if not isinstance(callback, Callback):
+            raise DlrunError(
+                f"callbacks.{name}: {type(callback).__name__} is not a dlrun.engine.callbacks.Callback"
+            )
+        built.append(callback)
+    return built
+
+
 def run_kfold(cfg: DictConfig, data, num_folds: int, run_dir: Path) -> float | None:
     """trainer.kfold=K: K trainings on seeded folds (fold_<k>/), their mean and std in metrics.json,
     summary.csv/png across folds, and with trainer.kfold_refit=true a final model on all data (refit/)."""
@@ -135,7 +152,7 @@ def run_kfold(cfg: DictConfig, data, num_folds: int, run_dir: Path) -> float | N
         summary["refit"] = {k: refit[k] for k in ("run_dir", "final", "epochs")}
     summary["wall_time_s"] = sum(f["wall_time_s"] for f in folds)
     if env_rank() == 0:  # under DDP only rank 0 writes
-        write_json(run_dir / "metrics.json", summary)
+        write_json(run_dir / METRICS_FILE, summary)
         write_summary(run_dir)
     for name in sorted(summary["mean"]):
         log.info(
@@ -166,13 +183,15 @@ def kfold_summary(folds: list[dict]) -> dict:
 
 def checkpoints_for_prediction(path: Path) -> list[Path]:
     """A .ckpt file; a run dir's best.ckpt; a K-fold run's refit model, else every fold's best.ckpt."""
+    from dlrun.engine.checkpoint import BEST, LAST
+
     if path.is_file():
         return [path]
-    if (path / "best.ckpt").is_file():
-        return [path / "best.ckpt"]
-    if (path / "refit" / "last.ckpt").is_file():
-        return [path / "refit" / "last.ckpt"]
-    folds = sorted(path.glob("fold_*/best.ckpt"))
+    if (path / BEST).is_file():
+        return [path / BEST]
+    if (path / "refit" / LAST).is_file():
+        return [path / "refit" / LAST]
+    folds = sorted(path.glob(f"fold_*/{BEST}"))
     if folds:
         return folds
     raise DlrunError(f"ckpt_path={path}: no .ckpt file, best.ckpt, refit/ or fold_*/best.ckpt there")
@@ -200,7 +219,7 @@ def predict(cfg: DictConfig) -> None:
     for path in paths:
         ckpt = checkpoint.load(path)
         check_data_state(data, ckpt.get("data"), path)
-        model = build(model_node(cfg), "model", **getattr(data, "model_kwargs", {}))
+        model = build(model_node(cfg), "model", **data.model_kwargs)
         checkpoint.load_model_weights(
             model, ckpt["model"], path, "use the same model options as the run that wrote it"
         )
@@ -213,9 +232,10 @@ def predict(cfg: DictConfig) -> None:
 def check_data_state(data, saved: dict | None, path: Path) -> None:
     """The data config must rebuild what the checkpoint was trained with (a vocabulary): the same sizes with
     other tokens would load without error and predict nonsense."""
-    if saved is None or not hasattr(data, "checkpoint_state"):
+    now_state = data.checkpoint_state()
+    if saved is None or now_state is None:
         return
-    for name, now in data.checkpoint_state().items():
+    for name, now in now_state.items():
         if name in saved and saved[name] != now:
             raise DlrunError(
                 f"{path} was trained with another {name} ({len(saved[name])} tokens; the data config now "

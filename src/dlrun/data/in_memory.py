@@ -6,6 +6,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from dlrun.data.base import DataModule
 from dlrun.data.sampling import EpochBatchSampler
 from dlrun.errors import DlrunError
 
@@ -35,7 +36,7 @@ class TensorBatches:
             yield (self.transform(x) if self.transform else x), y
 
 
-class InMemoryData:
+class InMemoryData(DataModule):
     """Base of the in-memory data modules: subclasses fill x_train, y_train, x_val, y_val in __init__."""
 
     x_train: Tensor
@@ -50,29 +51,21 @@ class InMemoryData:
         on_device: bool = False,
         drop_last: bool = False,
     ):
-        if batch_size < 1:
-            raise DlrunError(f"data.batch_size={batch_size} must be >= 1")
-        self.batch_size = batch_size
-        self.val_batch_size = val_batch_size or batch_size
+        super().__init__(batch_size, val_batch_size, drop_last)
         self.on_device = on_device
-        self.drop_last = drop_last
-        self.device = torch.device("cpu")
-        self.seed = 0
-        self.rank, self.world_size = 0, 1
 
     def transform(self, x: Tensor) -> Tensor:
         return x
 
     def setup(self, device: torch.device, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
-        """Under DDP (world_size > 1) batch_size stays the global batch: each rank takes its share of it
-        (the engine's Distributed.setup_data checks that it divides evenly, for every data module)."""
-        self.device, self.seed, self.rank, self.world_size = device, seed, rank, world_size
-        if self.on_device:
-            for name in ("x_train", "y_train", "x_val", "y_val"):
-                setattr(self, name, getattr(self, name).to(device))
-        elif device.type == "cuda":
-            for name in ("x_train", "y_train", "x_val", "y_val"):
-                setattr(self, name, getattr(self, name).pin_memory())
+        super().setup(device, seed, rank, world_size)
+        for name in ("x_train", "y_train", "x_val", "y_val"):
+            tensor = getattr(self, name)
+            check_finite(tensor, name)
+            if self.on_device:
+                setattr(self, name, tensor.to(device))
+            elif device.type == "cuda":
+                setattr(self, name, tensor.pin_memory())
 
     def kfold_pool(self) -> tuple[Tensor, Tensor]:
         """The labelled examples K-fold splits: all of them where a subclass keeps them as x_all/y_all."""
@@ -104,22 +97,21 @@ class InMemoryData:
         return refit
 
     def train_loader(self, epoch: int = 0, skip: int = 0) -> TensorBatches:
-        sampler = EpochBatchSampler(
-            len(self.y_train),
-            self.batch_size,
-            shuffle=True,
-            seed=self.seed,
-            epoch=epoch,
-            skip=skip,
-            drop_last=self.drop_last,
-            rank=self.rank,
-            world_size=self.world_size,
-        )
+        sampler = self.train_sampler(len(self.y_train), epoch, skip)
         return TensorBatches(self.x_train, self.y_train, sampler, self.device, self.transform)
 
     def val_loader(self) -> TensorBatches:
-        # Under DDP each rank validates its shard, no example twice; the trainer sums the ranks' metrics.
-        sampler = EpochBatchSampler(
-            len(self.y_val), self.val_batch_size, shuffle=False, rank=self.rank, world_size=self.world_size
-        )
+        sampler = self.val_sampler(len(self.y_val))
         return TensorBatches(self.x_val, self.y_val, sampler, self.device, self.transform)
+
+
+def check_finite(tensor: Tensor, name: str) -> None:
+    """Inf or NaN in the data (a CSV's 1e39 overflows float32 to inf) would show up much later as a
+    non-finite loss, with advice to lower the lr: say so when the data is set up instead."""
+    if tensor.is_floating_point():
+        bad = (~torch.isfinite(tensor)).sum().item()
+        if bad:
+            raise DlrunError(
+                f"the data's {name} holds {bad} non-finite value(s) (NaN, inf, or beyond float32's range "
+                f"±3.4e38); clean or rescale the data"
+            )

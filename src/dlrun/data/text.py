@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from dlrun.data.base import DataModule
 from dlrun.data.download import sha1
 from dlrun.errors import DlrunError, first_line
 
@@ -156,7 +157,7 @@ class SequenceBatches:
             yield x.to(self.device, non_blocking=non_blocking), y.to(self.device, non_blocking=non_blocking)
 
 
-class TextData:
+class TextData(DataModule):
     """A language-model data module over one plain-text file (see the module docstring for the splits).
 
     `vocab`, `token` and `sampling` are what the language-model task reads; `model_kwargs` gives the model
@@ -186,11 +187,9 @@ class TextData:
             raise DlrunError(f"data.val_fraction={val_fraction} must lie in [0, 1)")
         if max_tokens is not None and max_tokens < 1:
             raise DlrunError(f"data.max_tokens={max_tokens} must be >= 1 (or null for the whole text)")
+        super().__init__(batch_size, val_batch_size)
         self.path = Path(path)
-        self.batch_size, self.num_steps, self.sampling, self.token = batch_size, num_steps, sampling, token
-        self.val_batch_size = val_batch_size or batch_size
-        self.device = torch.device("cpu")
-        self.seed, self.rank, self.world_size = 0, 0, 1
+        self.num_steps, self.sampling, self.token = num_steps, sampling, token
 
         tokens = tokenize(preprocess(self.read_text(encoding)), token)
         if not tokens:
@@ -251,7 +250,7 @@ class TextData:
                 f"data.batch_size={self.batch_size} (and {self.val_rows} validation rows) must be divisible "
                 f"by the {world_size} processes"
             )
-        self.device, self.seed, self.rank, self.world_size = device, seed, rank, world_size
+        super().setup(device, seed, rank, world_size)
         # Token ids are small: keep them on the device and cut batches there.
         self.train_ids, self.val_ids = self.train_ids.to(device), self.val_ids.to(device)
 

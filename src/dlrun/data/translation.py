@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from dlrun.atomic import replacing
+from dlrun.data.base import DataModule
 from dlrun.data.download import download, sha1
 from dlrun.data.sampling import EpochBatchSampler
 from dlrun.data.text import Vocab
@@ -108,7 +109,7 @@ class PairBatches:
             yield PairBatch(*(t[idx] for t in self.tensors), idx, denominator)
 
 
-class TranslationData:
+class TranslationData(DataModule):
     """A translation data module over one file of tab-separated pairs (splits: see the module docstring).
 
     `src_vocab`, `tgt_vocab`, `num_steps`, `encode_source` and `decode_target` are what the seq2seq task
@@ -132,11 +133,9 @@ class TranslationData:
             raise DlrunError(f"data.num_examples={num_examples} must be >= 1 (or null for every pair)")
         if num_val < 0:
             raise DlrunError(f"data.num_val={num_val} must be >= 0")
+        super().__init__(batch_size, val_batch_size)
         self.path = Path(path)
-        self.batch_size, self.num_steps = batch_size, num_steps
-        self.val_batch_size = val_batch_size or batch_size
-        self.device = torch.device("cpu")
-        self.seed, self.rank, self.world_size = 0, 0, 1
+        self.num_steps = num_steps
 
         pool_size = None if num_examples is None else 2 * num_examples
         pairs = read_pairs(self.path, pool_size, encoding)
@@ -187,33 +186,16 @@ class TranslationData:
 
     def setup(self, device: torch.device, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
         # `seed` (the run's) orders the batches; the split was drawn with data.seed.
-        self.device, self.seed, self.rank, self.world_size = device, seed, rank, world_size
+        super().setup(device, seed, rank, world_size)
         # Token ids are small: keep them on the device and batch there.
         self.train_tensors = tuple(t.to(device) for t in self.train_tensors)
         self.val_tensors = tuple(t.to(device) for t in self.val_tensors)
 
     def train_loader(self, epoch: int = 0, skip: int = 0) -> PairBatches:
-        sampler = EpochBatchSampler(
-            len(self.train_pairs),
-            self.batch_size,
-            shuffle=True,
-            seed=self.seed,
-            epoch=epoch,
-            skip=skip,
-            rank=self.rank,
-            world_size=self.world_size,
-        )
-        return PairBatches(self.train_tensors, sampler, self.device)
+        return PairBatches(self.train_tensors, self.train_sampler(len(self.train_pairs), epoch, skip), self.device)
 
     def val_loader(self) -> PairBatches:
-        sampler = EpochBatchSampler(
-            len(self.val_pairs),
-            self.val_batch_size,
-            shuffle=False,
-            rank=self.rank,
-            world_size=self.world_size,
-        )
-        return PairBatches(self.val_tensors, sampler, self.device)
+        return PairBatches(self.val_tensors, self.val_sampler(len(self.val_pairs)), self.device)
 
     # ------------------------------------------------------------ text <-> ids
     def encode_source(self, sentence: str) -> tuple[Tensor, Tensor]:

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from dlrun.engine.contracts import FitContext
 from dlrun.errors import DlrunError
 from dlrun.models.rnn import detach_state
 from dlrun.tasks.base import Task
@@ -48,7 +49,8 @@ class LanguageModelTask(Task):
         self.epoch = 0
 
     # ---------------------------------------------------------------- hooks
-    def on_fit_start(self, model: nn.Module, data) -> None:
+    def on_fit_start(self, model: nn.Module, ctx: FitContext) -> None:
+        data = ctx.data
         if not all(hasattr(data, name) for name in ("vocab", "encode", "decode")):
             raise DlrunError(
                 "task=language_model needs text data (data=timemachine or data=text), "
@@ -58,13 +60,14 @@ class LanguageModelTask(Task):
         self.carry_state = getattr(data, "sampling", "sequential") == "sequential"
         self.state = None
 
-    def on_train_epoch_start(self, model: nn.Module) -> None:
+    def on_train_epoch_start(self, model: nn.Module, ctx: FitContext) -> None:
         self.state = None
 
-    def on_validation_start(self, model: nn.Module) -> None:
+    def on_validation_start(self, model: nn.Module, ctx: FitContext) -> None:
         self.state = None
 
-    def on_epoch_end(self, model: nn.Module, epoch: int, logger) -> None:
+    def on_epoch_end(self, model: nn.Module, ctx: FitContext) -> None:
+        epoch, logger = ctx.epoch, ctx.logger
         self.epoch = epoch
         if self.data is None or self.sample_every < 1 or epoch % self.sample_every:
             return
@@ -72,7 +75,8 @@ class LanguageModelTask(Task):
         logger.log_text("sample", text, epoch)
         log.info("sample (epoch %d): %s", epoch, text)
 
-    def on_fit_end(self, model: nn.Module, logger) -> None:
+    def on_fit_end(self, model: nn.Module, ctx: FitContext) -> None:
+        logger = ctx.logger
         if self.data is None:
             return
         for i, prefix in enumerate(self.prefixes):

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from dlrun.engine.contracts import FitContext
 from dlrun.errors import DlrunError
 from dlrun.tasks.base import Task
 
@@ -84,17 +85,18 @@ class RegressionTask(Task):
         return metrics
 
     # ------------------------------------------------------------ hooks
-    def on_fit_start(self, model: nn.Module, data) -> None:
-        self.data = data
+    def on_fit_start(self, model: nn.Module, ctx: FitContext) -> None:
+        self.data = ctx.data
 
-    def on_epoch_end(self, model: nn.Module, epoch: int, logger) -> None:
+    def on_epoch_end(self, model: nn.Module, ctx: FitContext) -> None:
         if self.report_weight_norm:
             weight, _ = learned_parameters(model)
             if weight is not None:
-                logger.log_metrics({"weight_norm": float(weight.detach().norm())}, step=epoch)
+                ctx.logger.log_metrics({"weight_norm": float(weight.detach().norm())}, step=ctx.epoch)
 
     @torch.no_grad()
-    def on_fit_end(self, model: nn.Module, logger) -> None:
+    def on_fit_end(self, model: nn.Module, ctx: FitContext) -> None:
+        logger = ctx.logger
         weight, bias = learned_parameters(model)
         if weight is None:
             return

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from dlrun.data.translation import tokenize
+from dlrun.engine.contracts import FitContext
 from dlrun.errors import DlrunError
 from dlrun.tasks.base import Task
 from dlrun.tasks.bleu import bleu
@@ -59,7 +60,6 @@ class Seq2SeqTask(Task):
         examples=BOOK_EXAMPLES,
         sentences: list[str] | None = None,
         attention_heatmaps: bool = True,
-        output_dir: str | None = None,
     ):
         if beam_size < 1 or bleu_k < 1 or (max_len is not None and max_len < 1):
             raise DlrunError(
@@ -73,7 +73,6 @@ class Seq2SeqTask(Task):
         self.beam_size, self.length_penalty = beam_size, length_penalty
         self.bleu_k, self.max_len = bleu_k, max_len
         self.attention_heatmaps = attention_heatmaps
-        self.output_dir = Path(output_dir) if output_dir else None
         self.data = None
         self.epoch = 0
 
@@ -84,8 +83,8 @@ class Seq2SeqTask(Task):
         return str(example[0]), str(example[1])
 
     # ---------------------------------------------------------------- hooks
-    def on_fit_start(self, model: nn.Module, data) -> None:
-        self.bind(data)
+    def on_fit_start(self, model: nn.Module, ctx: FitContext) -> None:
+        self.bind(ctx.data)
         if not all(hasattr(model, name) for name in ("encode", "decode")):
             raise DlrunError(
                 "task=seq2seq needs an encoder-decoder (model=seq2seq, bahdanau or transformer), "
@@ -99,12 +98,12 @@ class Seq2SeqTask(Task):
         vocab = data.tgt_vocab
         self.bos, self.eos, self.pad = vocab["<bos>"], vocab["<eos>"], vocab["<pad>"]
 
-    def on_epoch_end(self, model: nn.Module, epoch: int, logger) -> None:
-        self.epoch = epoch
+    def on_epoch_end(self, model: nn.Module, ctx: FitContext) -> None:
+        self.epoch = ctx.epoch
 
-    def on_fit_end(self, model: nn.Module, logger) -> None:
+    def on_fit_end(self, model: nn.Module, ctx: FitContext) -> None:
         if self.data is not None and self.examples:
-            self.report(model, self.examples, self.output_dir, logger)
+            self.report(model, self.examples, ctx.run_dir, ctx.logger)
 
     # ---------------------------------------------------------------- steps
     def step(self, model: nn.Module, batch) -> tuple[Tensor, dict[str, Tensor], int]:
