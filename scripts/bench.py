@@ -182,11 +182,11 @@ def dlrun(model_name: str, steps: int, options: dict | None = None) -> dict:
             Clock.examples += count if Clock.calls > 1 else 0
             return loss, stats, count
 
-        def on_validation_start(self, model):  # the end of each training epoch
+        def on_validation_start(self, model, ctx):  # the end of each training epoch
             clock["train_time"] = clock.get("train_time", 0.0) + time.perf_counter() - clock.pop("start")
             clock["cpu"] = clock.get("cpu", 0.0) + time.process_time() - clock.pop("cpu_start")
 
-        def on_train_epoch_start(self, model):
+        def on_train_epoch_start(self, model, ctx):
             if Clock.calls >= 1:
                 clock["start"], clock["cpu_start"] = time.perf_counter(), time.process_time()
 

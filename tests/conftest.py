@@ -13,6 +13,8 @@ from omegaconf import open_dict
 import dlrun.resolvers  # noqa: F401  (${coalesce:}, ${minus:}, ${run_id:})
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+# The real data sets beside the checkout (CI has them; a user's clone may not).
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 @pytest.fixture(autouse=True)
@@ -37,6 +39,55 @@ def compose_cfg(tmp_path):
 
     yield _compose
     GlobalHydra.instance().clear()
+
+
+@pytest.fixture
+def fit_mlp():
+    """fit_mlp(run_dir, **options) -> (summary, trainer): a small dropout MLP on fake 8x8 images, trained by
+    the engine directly (no Hydra). Options: task, dropout, optimizer, scheduler, interval, num_train,
+    batch_size, model; the rest go to the Trainer."""
+    from functools import partial
+
+    from dlrun.data.fake import FakeImageData
+    from dlrun.engine.seed import seed_everything
+    from dlrun.engine.trainer import Trainer
+    from dlrun.models.mlp import MLP
+    from dlrun.tasks.classification import ClassificationTask
+
+    def fit(
+        run_dir,
+        *,
+        task=None,
+        dropout=(0.2, 0.5),
+        optimizer=None,
+        scheduler=None,
+        interval="epoch",
+        num_train=256,
+        batch_size=32,
+        config_yaml=None,
+        **trainer_kwargs,
+    ):
+        seed_everything(0)
+        data = FakeImageData(batch_size=batch_size, num_train=num_train, num_val=64, size=8)
+        model = MLP(image_size=8, hidden_sizes=[32, 32], dropout=list(dropout), init="xavier")
+        kwargs = (
+            dict(device="cpu", progress_bar=False, monitor="val/acc", monitor_mode="max") | trainer_kwargs
+        )
+        trainer = Trainer(**kwargs)
+        summary = trainer.fit(
+            model,
+            task or ClassificationTask(),
+            data,
+            optimizer or partial(torch.optim.SGD, lr=0.5),
+            scheduler,
+            interval,
+            run_dir=run_dir,
+            seed=0,
+            config_yaml=config_yaml,
+        )
+        return summary, trainer
+
+    return fit
 
 
 def run_cli(args, cwd, env=None, timeout=300, check=True):

@@ -178,6 +178,7 @@ def test_two_gloo_processes_train_as_one_with_the_same_global_batch(tmp_path):
     assert len(events) == 1  # one TensorBoard writer: rank 0's
     assert sorted(set(files) - set(events)) == [
         ".hydra",
+        ".lock",
         "best.ckpt",
         "curves.png",
         "dlrun.log",

@@ -19,37 +19,6 @@ from dlrun.tasks.classification import ClassificationTask
 COMPARED = ("train/loss", "train/acc", "val/loss", "val/acc", "lr")
 
 
-def fit(
-    run_dir,
-    *,
-    task=None,
-    dropout=(0.2, 0.5),
-    optimizer=None,
-    scheduler=None,
-    interval="epoch",
-    num_train=256,
-    batch_size=32,
-    **trainer_kwargs,
-):
-    """A small, dropout-using MLP on fake data; returns (summary, trainer)."""
-    seed_everything(0)
-    data = FakeImageData(batch_size=batch_size, num_train=num_train, num_val=64, size=8)
-    model = MLP(image_size=8, hidden_sizes=[32, 32], dropout=list(dropout), init="xavier")
-    kwargs = dict(device="cpu", progress_bar=False, monitor="val/acc", monitor_mode="max") | trainer_kwargs
-    trainer = Trainer(**kwargs)
-    summary = trainer.fit(
-        model,
-        task or ClassificationTask(),
-        data,
-        optimizer or partial(torch.optim.SGD, lr=0.5),
-        scheduler,
-        interval,
-        run_dir=run_dir,
-        seed=0,
-    )
-    return summary, trainer
-
-
 def final(summary):
     return {k: summary["final"][k] for k in COMPARED}
 
@@ -58,10 +27,10 @@ def step_lr(optimizer):
     return torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
 
 
-def test_resume_after_epoch_2_matches_uninterrupted_4_epochs(tmp_path):
-    full, _ = fit(tmp_path / "full", max_epochs=4, scheduler=step_lr)
-    fit(tmp_path / "first", max_epochs=2, scheduler=step_lr)
-    resumed, _ = fit(
+def test_resume_after_epoch_2_matches_uninterrupted_4_epochs(tmp_path, fit_mlp):
+    full, _ = fit_mlp(tmp_path / "full", max_epochs=4, scheduler=step_lr)
+    fit_mlp(tmp_path / "first", max_epochs=2, scheduler=step_lr)
+    resumed, _ = fit_mlp(
         tmp_path / "resumed", max_epochs=4, scheduler=step_lr, resume=str(tmp_path / "first" / "last.ckpt")
     )
     assert resumed["epochs"] == 4 and resumed["global_step"] == full["global_step"]
@@ -84,50 +53,50 @@ class InterruptAt(ClassificationTask):
         return super().training_step(model, batch)
 
 
-def test_ctrl_c_mid_epoch_leaves_a_checkpoint_that_resumes_exactly(tmp_path):
-    full, _ = fit(tmp_path / "full", max_epochs=3)
+def test_ctrl_c_mid_epoch_leaves_a_checkpoint_that_resumes_exactly(tmp_path, fit_mlp):
+    full, _ = fit_mlp(tmp_path / "full", max_epochs=3)
     with pytest.raises(KeyboardInterrupt):
-        fit(tmp_path / "cut", max_epochs=3, task=InterruptAt(8 + 5))  # 8 batches/epoch: cut in epoch 2
+        fit_mlp(tmp_path / "cut", max_epochs=3, task=InterruptAt(8 + 5))  # 8 batches/epoch: cut in epoch 2
     cut = ckpt_io.load(tmp_path / "cut" / "last.ckpt")
     assert cut["state"]["epoch"] == 1 and cut["state"]["batch_in_epoch"] == 4
     metrics = (tmp_path / "cut" / "metrics.json").read_text()
     assert '"status": "interrupted"' in metrics
-    resumed, _ = fit(tmp_path / "resumed", max_epochs=3, resume=str(tmp_path / "cut"))
+    resumed, _ = fit_mlp(tmp_path / "resumed", max_epochs=3, resume=str(tmp_path / "cut"))
     assert final(resumed) == pytest.approx(final(full), rel=1e-6)
 
 
-def test_resume_auto_finds_the_unfinished_run(tmp_path):
+def test_resume_auto_finds_the_unfinished_run(tmp_path, fit_mlp):
     with pytest.raises(KeyboardInterrupt):
-        fit(tmp_path / "runs" / "a", max_epochs=2, task=InterruptAt(10))
-    summary, _ = fit(tmp_path / "runs" / "b", max_epochs=2, resume="auto")
+        fit_mlp(tmp_path / "runs" / "a", max_epochs=2, task=InterruptAt(10))
+    summary, _ = fit_mlp(tmp_path / "runs" / "b", max_epochs=2, resume="auto")
     assert summary["resumed_from"] == str(tmp_path / "runs" / "a" / "last.ckpt")
     # a finished run is not picked up again
-    summary, _ = fit(tmp_path / "runs" / "c", max_epochs=2, resume="auto")
+    summary, _ = fit_mlp(tmp_path / "runs" / "c", max_epochs=2, resume="auto")
     assert summary["resumed_from"] is None
 
 
-def test_checkpoints_hold_everything_needed(tmp_path):
-    summary, _ = fit(tmp_path, max_epochs=2, scheduler=step_lr)
+def test_checkpoints_hold_everything_needed(tmp_path, fit_mlp):
+    summary, _ = fit_mlp(tmp_path, max_epochs=2, scheduler=step_lr)
     ckpt = ckpt_io.load(tmp_path / "last.ckpt")
-    assert {"model", "optimizer", "scheduler", "scaler", "state", "rng", "config"} <= set(ckpt)
-    assert ckpt["state"]["epoch"] == 2 and ckpt["scheduler"]["last_epoch"] == 2
+    assert {"model", "optimizers", "schedulers", "scaler", "state", "rng", "config"} <= set(ckpt)
+    assert ckpt["state"]["epoch"] == 2 and ckpt["schedulers"]["default"]["last_epoch"] == 2
     best = ckpt_io.load(tmp_path / "best.ckpt")
     assert best["state"]["best"]["epoch"] == summary["best"]["epoch"]
     assert not list(tmp_path.glob(".*.tmp"))  # no temp files left behind
 
 
-def test_fast_dev_run_trains_one_batch_and_writes_no_checkpoint(tmp_path):
-    summary, _ = fit(tmp_path, max_epochs=5, fast_dev_run=True)
+def test_fast_dev_run_trains_one_batch_and_writes_no_checkpoint(tmp_path, fit_mlp):
+    summary, _ = fit_mlp(tmp_path, max_epochs=5, fast_dev_run=True)
     assert summary["epochs"] == 1 and summary["global_step"] == 1
     assert not (tmp_path / "last.ckpt").exists()
 
 
-def test_limits_and_max_steps(tmp_path):
-    summary, _ = fit(tmp_path / "a", max_epochs=2, limit_train_batches=3)
+def test_limits_and_max_steps(tmp_path, fit_mlp):
+    summary, _ = fit_mlp(tmp_path / "a", max_epochs=2, limit_train_batches=3)
     assert summary["global_step"] == 6
-    summary, _ = fit(tmp_path / "b", max_epochs=2, limit_train_batches=0.5)
+    summary, _ = fit_mlp(tmp_path / "b", max_epochs=2, limit_train_batches=0.5)
     assert summary["global_step"] == 8
-    summary, _ = fit(tmp_path / "c", max_epochs=10, max_steps=5)
+    summary, _ = fit_mlp(tmp_path / "c", max_epochs=10, max_steps=5)
     assert summary["global_step"] == 5 and summary["epochs"] == 1
 
 
@@ -145,13 +114,13 @@ class RecordingSGD(torch.optim.SGD):
 
 
 @pytest.mark.parametrize("algorithm, bound", [("norm", 0.05), ("value", 0.001)])
-def test_gradient_clipping_bounds_the_gradient(tmp_path, algorithm, bound):
+def test_gradient_clipping_bounds_the_gradient(tmp_path, algorithm, bound, fit_mlp):
     RecordingSGD.norms, RecordingSGD.maxima = [], []
-    fit(tmp_path / "free", max_epochs=1, optimizer=partial(RecordingSGD, lr=0.5))
+    fit_mlp(tmp_path / "free", max_epochs=1, optimizer=partial(RecordingSGD, lr=0.5))
     unclipped = RecordingSGD.norms if algorithm == "norm" else RecordingSGD.maxima
     assert max(unclipped) > bound  # the bound really bites
     RecordingSGD.norms, RecordingSGD.maxima = [], []
-    fit(
+    fit_mlp(
         tmp_path / "clipped",
         max_epochs=1,
         optimizer=partial(RecordingSGD, lr=0.5),
@@ -162,9 +131,9 @@ def test_gradient_clipping_bounds_the_gradient(tmp_path, algorithm, bound):
     assert max(clipped) <= bound * (1 + 1e-5)
 
 
-def test_accumulating_2x128_gives_the_gradient_of_one_256_batch(tmp_path):
+def test_accumulating_2x128_gives_the_gradient_of_one_256_batch(tmp_path, fit_mlp):
     def weights_after_one_step(batch_size, accumulate):
-        _, trainer = fit(
+        _, trainer = fit_mlp(
             tmp_path / f"b{batch_size}",
             dropout=(),
             num_train=256,
@@ -190,9 +159,9 @@ class DtypeSpy(ClassificationTask):
         return super().training_step(model, batch)
 
 
-def test_bf16_mixed_autocasts_on_cpu_and_trains(tmp_path):
+def test_bf16_mixed_autocasts_on_cpu_and_trains(tmp_path, fit_mlp):
     DtypeSpy.dtypes = []
-    summary, _ = fit(tmp_path, max_epochs=4, precision="bf16-mixed", task=DtypeSpy())
+    summary, _ = fit_mlp(tmp_path, max_epochs=4, precision="bf16-mixed", task=DtypeSpy())
     assert set(DtypeSpy.dtypes) == {torch.bfloat16}
     assert summary["final"]["val/acc"] > 0.3  # chance is 0.1
     for p in ckpt_io.load(tmp_path / "last.ckpt")["model"].values():
@@ -224,21 +193,21 @@ class NaNAt(ClassificationTask):
         return (loss * float("nan") if self.calls >= self.n else loss), stats, count
 
 
-def test_nan_loss_stops_with_step_and_last_good_loss_and_keeps_last_ckpt(tmp_path):
+def test_nan_loss_stops_with_step_and_last_good_loss_and_keeps_last_ckpt(tmp_path, fit_mlp):
     with pytest.raises(
         NonFiniteLossError, match=r"became nan at step 11 \(epoch 2\); last finite loss [0-9.]+ at step 10"
     ):
-        fit(tmp_path, max_epochs=3, task=NaNAt(11), log_every_n_steps=4)
+        fit_mlp(tmp_path, max_epochs=3, task=NaNAt(11), log_every_n_steps=4)
     kept = ckpt_io.load(tmp_path / "last.ckpt")
     assert kept["state"]["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in kept["model"].values())
     assert '"status": "failed: non-finite loss"' in (tmp_path / "metrics.json").read_text()
 
 
-def test_scheduler_steps_per_epoch_or_per_step(tmp_path):
-    per_epoch, _ = fit(tmp_path / "e", max_epochs=3, scheduler=step_lr, interval="epoch")
+def test_scheduler_steps_per_epoch_or_per_step(tmp_path, fit_mlp):
+    per_epoch, _ = fit_mlp(tmp_path / "e", max_epochs=3, scheduler=step_lr, interval="epoch")
     assert [h["lr"] for h in per_epoch["history"]] == [0.5, 0.25, 0.125]
-    per_step, _ = fit(tmp_path / "s", max_epochs=2, scheduler=step_lr, interval="step")
+    per_step, _ = fit_mlp(tmp_path / "s", max_epochs=2, scheduler=step_lr, interval="step")
     assert [h["lr"] for h in per_step["history"]] == [0.5, 0.5 * 0.5**8]
 
 
@@ -258,9 +227,9 @@ def test_linear_warmup_ramps_then_decays():
     assert lrs[2] > lrs[3] > lrs[4] > lrs[5]
 
 
-def test_same_seed_same_run_different_seed_different_run(tmp_path):
-    a, _ = fit(tmp_path / "a", max_epochs=1)
-    b, _ = fit(tmp_path / "b", max_epochs=1)
+def test_same_seed_same_run_different_seed_different_run(tmp_path, fit_mlp):
+    a, _ = fit_mlp(tmp_path / "a", max_epochs=1)
+    b, _ = fit_mlp(tmp_path / "b", max_epochs=1)
     assert final(a) == final(b)
     seed_everything(1)
     data = FakeImageData(batch_size=32, num_train=256, num_val=64, size=8)
@@ -272,9 +241,9 @@ def test_same_seed_same_run_different_seed_different_run(tmp_path):
     assert final(c) != final(a)
 
 
-def test_deterministic_mode_runs(tmp_path):
+def test_deterministic_mode_runs(tmp_path, fit_mlp):
     try:
-        summary, _ = fit(tmp_path, max_epochs=1, deterministic=True)
+        summary, _ = fit_mlp(tmp_path, max_epochs=1, deterministic=True)
     finally:
         torch.use_deterministic_algorithms(False)
     assert summary["status"] == "completed"
@@ -285,22 +254,22 @@ class HookRecorder(ClassificationTask):
         super().__init__()
         self.calls = []
 
-    def on_train_epoch_start(self, model):
+    def on_train_epoch_start(self, model, ctx):
         self.calls.append(("train_start", model.training))
 
-    def on_validation_start(self, model):
+    def on_validation_start(self, model, ctx):
         self.calls.append(("val_start", model.training))
 
-    def on_epoch_end(self, model, epoch, logger):
-        self.calls.append(("epoch_end", epoch))
+    def on_epoch_end(self, model, ctx):
+        self.calls.append(("epoch_end", ctx.epoch))
 
-    def on_fit_end(self, model, logger):
-        self.calls.append(("fit_end",))
+    def on_fit_end(self, model, ctx):
+        self.calls.append(("fit_end", ctx.run_dir))
 
 
-def test_task_hooks_are_called_in_order(tmp_path):
+def test_task_hooks_are_called_in_order(tmp_path, fit_mlp):
     task = HookRecorder()
-    fit(tmp_path, max_epochs=2, task=task)
+    fit_mlp(tmp_path, max_epochs=2, task=task)
     assert task.calls == [
         ("train_start", True),
         ("val_start", False),
@@ -308,7 +277,7 @@ def test_task_hooks_are_called_in_order(tmp_path):
         ("train_start", True),
         ("val_start", False),
         ("epoch_end", 2),
-        ("fit_end",),
+        ("fit_end", tmp_path),
     ]
 
 
@@ -319,15 +288,15 @@ class RecordCheckpoints(ClassificationTask):
         super().__init__()
         self.run_dir, self.seen = run_dir, []
 
-    def on_epoch_end(self, model, epoch, logger):
+    def on_epoch_end(self, model, ctx):
         last = self.run_dir / "last.ckpt"
         self.seen.append(ckpt_io.load(last)["state"]["epoch"] if last.is_file() else None)
 
 
-def test_checkpoint_every_n_epochs_still_keeps_the_best_epoch(tmp_path):
+def test_checkpoint_every_n_epochs_still_keeps_the_best_epoch(tmp_path, fit_mlp):
     task = RecordCheckpoints(tmp_path)
     # The monitor is the lr, which StepLR halves every epoch: epoch 1 is the best, and not checkpointed.
-    fit(
+    fit_mlp(
         tmp_path,
         task=task,
         max_epochs=5,

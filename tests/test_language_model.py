@@ -18,6 +18,7 @@ from dlrun.data.text import (
     preprocess,
     tokenize,
 )
+from dlrun.engine.contracts import FitContext
 from dlrun.engine.trainer import Trainer
 from dlrun.errors import DlrunError
 from dlrun.models.rnn import RNNLanguageModel, copy_builtin_weights
@@ -162,7 +163,7 @@ def test_state_is_detached_for_sequential_and_fresh_for_random(text_file, cell):
     task = LanguageModelTask()
     sequential = small_data(text_file)
     sequential.setup(torch.device("cpu"))
-    task.on_fit_start(model, sequential)
+    task.on_fit_start(model, FitContext(Path("."), None, sequential))
     batches = list(sequential.train_loader(epoch=1))
     loss, stats, count = task.training_step(model, batches[0])
     assert count == batches[0][1].numel() and not stats["loss"].requires_grad
@@ -173,15 +174,15 @@ def test_state_is_detached_for_sequential_and_fresh_for_random(text_file, cell):
     x, y = batches[1]
     expected = torch.nn.functional.cross_entropy(model(x, carried)[0].reshape(-1, 28), y.reshape(-1))
     assert torch.allclose(task.training_step(model, batches[1])[0], expected)
-    task.on_validation_start(model)
+    task.on_validation_start(model, None)
     assert task.state is None
     task.training_step(model, batches[0])
-    task.on_train_epoch_start(model)
+    task.on_train_epoch_start(model, None)
     assert task.state is None
 
     random = small_data(text_file, sampling="random")
     random.setup(torch.device("cpu"))
-    task.on_fit_start(model, random)
+    task.on_fit_start(model, FitContext(Path("."), None, random))
     x, y = next(iter(random.train_loader(epoch=1)))
     loss = task.training_step(model, (x, y))[0]
     assert task.state is None  # nothing carried: every batch starts from zeros

@@ -14,6 +14,7 @@ from torch import nn
 from dlrun.data.synthetic import HighDimLinearData, PolynomialData, SyntheticLinearData
 from dlrun.data.tabular import CsvData, KaggleHouseData
 from dlrun.engine import checkpoint
+from dlrun.engine.contracts import FitContext
 from dlrun.engine.metrics import MetricSums
 from dlrun.errors import DlrunError
 from dlrun.models.linear_regression import LinearRegression
@@ -270,11 +271,12 @@ def test_fit_end_reports_parameters_and_weight_norm(caplog):
         model.w.copy_(torch.tensor([[2.5], [-3.4]]))
         model.b.fill_(4.0)
     task = RegressionTask(report_weight_norm=True)
-    task.on_fit_start(model, data)
     logger = RecordingLogger()
+    ctx = FitContext(Path("."), logger, data, epoch=1)
+    task.on_fit_start(model, ctx)
     with caplog.at_level(logging.INFO, logger="dlrun"):
-        task.on_epoch_end(model, 1, logger)
-        task.on_fit_end(model, logger)
+        task.on_epoch_end(model, ctx)
+        task.on_fit_end(model, ctx)
     text = caplog.text
     assert "error in estimating w: [-0.5, 0]" in text and "error in estimating b: [0.2" in text
     assert f"L2 norm of w: {math.hypot(2.5, 3.4):.6g}" in text

@@ -9,7 +9,7 @@ from conftest import run_cli
 
 from dlrun.data.fake import FakeImageData
 from dlrun.engine.curves import plot_history, series_names
-from dlrun.engine.early_stopping import EarlyStopping
+from dlrun.engine.monitor import EarlyStopping
 from dlrun.errors import DlrunError
 
 

@@ -12,6 +12,7 @@ from conftest import run_cli
 from torch.nn import functional as F
 
 from dlrun.data.translation import FRA_ENG_URL, FraEngData, TranslationData, preprocess, tokenize
+from dlrun.engine.contracts import FitContext
 from dlrun.errors import DlrunError
 from dlrun.loggers.tensorboard import TensorBoardLogger
 from dlrun.models.attention import AdditiveAttention, MultiHeadAttention, masked_softmax
@@ -142,7 +143,7 @@ def test_task_loss_is_per_token_and_aggregates_exactly(pairs_file):
     data.setup(torch.device("cpu"))
     model = Seq2Seq(len(data.src_vocab), len(data.tgt_vocab), 8, 8, 1, 0.0)
     task = Seq2SeqTask()
-    task.on_fit_start(model, data)
+    task.on_fit_start(model, FitContext(Path("."), None, data))
     batches = list(data.train_loader(epoch=1))
     results = [task.training_step(model, b) for b in batches]
     tokens = sum(float(s["tokens"]) for _, s, _ in results)
@@ -345,16 +346,16 @@ def test_validation_reports_bleu_of_the_held_out_pairs(pairs_file):
     data.setup(torch.device("cpu"))
     model = Transformer(len(data.src_vocab), len(data.tgt_vocab), 16, 32, 4, 1, 0.0).eval()
     task = Seq2SeqTask(beam_size=2)
-    task.on_fit_start(model, data)
+    task.on_fit_start(model, FitContext(Path("."), None, data))
     batch = next(iter(data.val_loader()))
     _, stats, count = task.validation_step(model, batch)
     translations, _ = task.translate(model, batch[0], batch[1])
     expected = sum(bleu(t, r) for t, r in zip(translations, data.val_references[:4], strict=True))
     assert count == 4 and float(stats["bleu"]) == pytest.approx(expected)
     with pytest.raises(DlrunError, match="needs sentence pairs"):
-        task.on_fit_start(model, object())
+        task.on_fit_start(model, FitContext(Path("."), None, object()))
     with pytest.raises(DlrunError, match="needs an encoder-decoder"):
-        task.on_fit_start(torch.nn.Linear(2, 2), data)
+        task.on_fit_start(torch.nn.Linear(2, 2), FitContext(Path("."), None, data))
 
 
 def test_report_writes_translations_heatmaps_and_tensorboard_images(pairs_file, tmp_path):
@@ -364,7 +365,7 @@ def test_report_writes_translations_heatmaps_and_tensorboard_images(pairs_file, 
     data = tiny_data(pairs_file)
     model = Bahdanau(len(data.src_vocab), len(data.tgt_vocab), 8, 8, 1, 0.0)
     task = Seq2SeqTask(examples=[["Go.", "Va !"]])
-    task.on_fit_start(model, data)
+    task.on_fit_start(model, FitContext(Path("."), None, data))
     logger = TensorBoardLogger(tmp_path / "tb")
     (row,) = task.report(model, task.examples, tmp_path / "run", logger)
     logger.close()

@@ -48,16 +48,16 @@ def record_failed_job(cfg: DictConfig, err: Exception) -> None:
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from dlrun.engine.interrupts import StopRequested
-    from dlrun.errors import DlrunError
+    from dlrun.errors import DlrunError, shorten
     from dlrun.run import run
 
     try:
         return run(cfg)
     except DlrunError as err:
-        log.error("error: %s", err)
+        log.error("error: %s", shorten(str(err), 600))
         if in_sweep():
             # A failing job (a diverging loss, a bad value) is one outcome of a sweep, not the end of it: the
-            # other jobs go on, summary.csv shows its status, and Optuna records the trial as failed (no value).
+            # other jobs go on, summary.csv shows its status, Optuna records the trial as failed (no value).
             record_failed_job(cfg, err)
             return None
         sys.exit(2)

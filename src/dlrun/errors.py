@@ -1,7 +1,12 @@
-def first_line(err: BaseException) -> str:
-    """An exception's message cut to its first line (its type's name when it has none), for one-liners."""
+def first_line(err: BaseException, limit: int = 300) -> str:
+    """An exception's message cut to its first line (its type's name when it has none), for one-liners;
+    at most `limit` characters (a binary file's "line" can be kilobytes)."""
     text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+    return shorten(text.splitlines()[0], limit) if text else type(err).__name__
+
+
+def shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text) - limit} more characters)"
 
 
 class DlrunError(Exception):

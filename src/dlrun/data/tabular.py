@@ -65,8 +65,13 @@ def read_csv(path: str | Path) -> tuple[list[str], list[list[str]]]:
     path = Path(path)
     if not path.is_file():
         raise DlrunError(f"CSV file {path} not found")
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        rows = [row for row in csv.reader(f) if row]
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            rows = [row for row in csv.reader(f) if row]
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise DlrunError(
+            f"{path} is not a UTF-8 text CSV ({type(err).__name__}); give a comma-separated text file"
+        ) from None
     if not rows:
         raise DlrunError(f"{path} is empty (expected a header line and rows)")
     header, body = [name.strip() for name in rows[0]], rows[1:]

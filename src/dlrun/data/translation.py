@@ -192,7 +192,9 @@ class TranslationData(DataModule):
         self.val_tensors = tuple(t.to(device) for t in self.val_tensors)
 
     def train_loader(self, epoch: int = 0, skip: int = 0) -> PairBatches:
-        return PairBatches(self.train_tensors, self.train_sampler(len(self.train_pairs), epoch, skip), self.device)
+        return PairBatches(
+            self.train_tensors, self.train_sampler(len(self.train_pairs), epoch, skip), self.device
+        )
 
     def val_loader(self) -> PairBatches:
         return PairBatches(self.val_tensors, self.val_sampler(len(self.val_pairs)), self.device)

@@ -68,7 +68,9 @@ class Callbacks:
         self.callbacks = list(callbacks)
         for event in EVENTS:
             overriding = [
-                getattr(cb, event) for cb in self.callbacks if getattr(type(cb), event) is not getattr(Callback, event)
+                getattr(cb, event)
+                for cb in self.callbacks
+                if getattr(type(cb), event) is not getattr(Callback, event)
             ]
             setattr(self, event, _fan_out(overriding))
 
@@ -142,7 +144,9 @@ class LossWatch(Callback):
                 )
                 kept = trainer.saver.last
                 kept_msg = (
-                    f"{kept} from epoch {trainer.state.epoch} is kept" if kept.is_file() else "no checkpoint yet"
+                    f"{kept} from epoch {trainer.state.epoch} is kept"
+                    if kept.is_file()
+                    else "no checkpoint yet"
                 )
                 raise NonFiniteLossError(
                     f"training loss became {value} at step {step} (epoch {trainer.state.epoch + 1}); {last}; "
@@ -159,7 +163,9 @@ class ProgressDisplay(Callback):
         self.progress = progress
 
     def on_train_epoch_start(self, trainer, epoch):
-        self.progress.start_epoch(epoch, trainer.max_epochs, trainer.epoch_batches, initial=trainer.state.batch_in_epoch)
+        self.progress.start_epoch(
+            epoch, trainer.max_epochs, trainer.epoch_batches, initial=trainer.state.batch_in_epoch
+        )
 
     def on_train_batch_end(self, trainer, loss):
         self.progress.advance()
@@ -211,7 +217,10 @@ class Curves(Callback):
 
     def on_fit_start(self, trainer):
         self.plotter = CurvePlotter(
-            trainer.run_dir / "curves.png", trainer.monitor.metric or "val/loss", self.log_scale, title=trainer.title
+            trainer.run_dir / "curves.png",
+            trainer.monitor.metric or "val/loss",
+            self.log_scale,
+            title=trainer.title,
         )
 
     def on_epoch_end(self, trainer, epoch, metrics):

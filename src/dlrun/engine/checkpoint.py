@@ -75,9 +75,8 @@ def load_model_weights(model, state_dict: dict, path: Path, hint: str) -> None:
     resized = [k for k in own if k in state_dict and tuple(own[k].shape) != tuple(state_dict[k].shape)]
     if resized:
         key = resized[0]
-        what = (
-            f"{key} has shape {tuple(state_dict[key].shape)} there, {tuple(own[key].shape)} here"
-            + (f" (and {len(resized) - 1} more)" if len(resized) > 1 else "")
+        what = f"{key} has shape {tuple(state_dict[key].shape)} there, {tuple(own[key].shape)} here" + (
+            f" (and {len(resized) - 1} more)" if len(resized) > 1 else ""
         )
     elif missing or unexpected:
         what = ", ".join(
@@ -113,8 +112,6 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-
-
 # ----------------------------------------------------------------------------------------- writing
 class CheckpointSaver:
     """Writes last.ckpt and best.ckpt of one run dir (rank 0 only). `snapshot()` builds the checkpoint dict.
@@ -122,8 +119,14 @@ class CheckpointSaver:
     best.ckpt is written when the monitored metric improved; between last.ckpt saves (every_n_epochs > 1) a
     CPU copy taken at the better epoch waits for the next save, so best.ckpt never holds a later epoch."""
 
-    def __init__(self, run_dir: Path, snapshot: Callable[[], dict], enabled: bool, every_n_epochs: int,
-                 is_main: bool = True):
+    def __init__(
+        self,
+        run_dir: Path,
+        snapshot: Callable[[], dict],
+        enabled: bool,
+        every_n_epochs: int,
+        is_main: bool = True,
+    ):
         if every_n_epochs < 1:
             raise DlrunError(f"trainer.checkpoint_every_n_epochs={every_n_epochs} must be >= 1")
         self.run_dir, self.snapshot = Path(run_dir), snapshot
@@ -286,11 +289,30 @@ def find_resumable(run_dir: Path, runs_root: Path) -> Path | None:
 
 # Keys a resumed run may change without being asked: how long it trains, where and how it reports.
 RESUMABLE_CHANGES = (
-    "trainer.max_epochs", "trainer.max_steps", "trainer.resume", "trainer.allow_config_changes",
-    "trainer.progress_bar", "trainer.log_every_n_steps", "trainer.curves", "trainer.curves_log_scale",
-    "trainer.checkpoint", "trainer.checkpoint_every_n_epochs", "trainer.num_threads", "trainer.device",
-    "trainer.early_stopping", "trainer.callbacks", "logger", "paths", "hydra", "data.root", "data.download",
-    "mode", "ckpt_path", "optimized_metric", "book", "callbacks",
+    "trainer.max_epochs",
+    "trainer.max_steps",
+    "trainer.resume",
+    "trainer.allow_config_changes",
+    "trainer.progress_bar",
+    "trainer.log_every_n_steps",
+    "trainer.curves",
+    "trainer.curves_log_scale",
+    "trainer.checkpoint",
+    "trainer.checkpoint_every_n_epochs",
+    "trainer.num_threads",
+    "trainer.device",
+    "trainer.early_stopping",
+    "trainer.callbacks",
+    "logger",
+    "paths",
+    "hydra",
+    "data.root",
+    "data.download",
+    "mode",
+    "ckpt_path",
+    "optimized_metric",
+    "book",
+    "callbacks",
 )
 
 

@@ -41,8 +41,11 @@ class DataModule(Protocol):
 
 
 def check_data_module(data: Any) -> None:
-    missing = [name for name in ("setup", "train_loader", "val_loader", "checkpoint_state") if
-               not callable(getattr(data, name, None))]
+    missing = [
+        name
+        for name in ("setup", "train_loader", "val_loader", "checkpoint_state")
+        if not callable(getattr(data, name, None))
+    ]
     if missing or not isinstance(getattr(data, "model_kwargs", None), dict):
         missing += [] if isinstance(getattr(data, "model_kwargs", None), dict) else ["model_kwargs"]
         raise DlrunError(

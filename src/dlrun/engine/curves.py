@@ -7,11 +7,15 @@ from dlrun.atomic import replacing
 
 
 def series_names(history: list[dict], main_metric: str) -> list[str]:
-    """train/ and val/ loss plus the monitored metric (e.g. val/acc -> train/acc, val/acc)."""
+    """train/ and val/ losses (loss, loss_D, ...) and the monitored metric (val/acc: train/acc, val/acc)."""
     metric = main_metric.split("/", 1)[-1]
-    wanted = ("loss", metric)
     keys = history[-1].keys() if history else []
-    return [k for k in keys if k.split("/", 1)[0] in ("train", "val") and k.split("/", 1)[-1] in wanted]
+    return [
+        k
+        for k in keys
+        if k.split("/", 1)[0] in ("train", "val")
+        and (k.split("/", 1)[-1] == metric or k.split("/", 1)[-1].split("_")[0] == "loss")
+    ]
 
 
 def plot_history(

@@ -1,4 +1,4 @@
-"""The monitored metric: which epoch is best (best.ckpt, sweepers) and when to stop early. One direction for both.
+"""The monitored metric: which epoch is best (best.ckpt, sweepers) and when to stop early, in one direction.
 
 Early stopping watches the trainer's monitor unless told otherwise; its mode follows the metric it watches:
 the trainer's mode for the trainer's metric, else a direction read from the metric's name (accuracy-like names

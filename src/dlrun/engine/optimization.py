@@ -73,7 +73,7 @@ class Optimization:
         self.end_step()
 
     def end_step(self) -> None:
-        """After the optimizers of one iteration stepped: the scaler updates once, per-step schedulers step."""
+        """After one iteration's optimizer steps: the scaler updates once; per-step schedulers step."""
         self.scaler.update()
         if self.interval == "step":
             self.step_schedulers()
@@ -103,7 +103,8 @@ class Optimization:
             schedulers = {"default": ckpt["scheduler"]} if ckpt.get("scheduler") is not None else {}
         if set(optimizers) != set(self.optimizers):
             raise DlrunError(
-                f"the checkpoint holds optimizers {sorted(optimizers)}, this task has {sorted(self.optimizers)}"
+                f"the checkpoint holds optimizers {sorted(optimizers)}; "
+                f"this task has {sorted(self.optimizers)}"
             )
         for name, optimizer in self.optimizers.items():
             optimizer.load_state_dict(optimizers[name])

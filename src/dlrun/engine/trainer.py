@@ -145,7 +145,9 @@ class Trainer:
             self.lock.acquire(self.run_dir, "two runs must not write one run dir")
             ckpt_io.remove_stale_temp_files(self.run_dir)
         try:
-            return self._fit(model, task, data, optimizer, scheduler, scheduler_interval, logger, runs_root, seed)
+            return self._fit(
+                model, task, data, optimizer, scheduler, scheduler_interval, logger, runs_root, seed
+            )
         finally:
             self.lock.release()
 
@@ -162,10 +164,18 @@ class Trainer:
             self.step_model = compile_model(self.dist.wrap(self.model, self.device), self.compile)
         self.task, self.data = task, data
         if not task.automatic_optimization and self.accumulate > 1:
-            raise DlrunError(f"{type(task).__name__} runs its own updates; set trainer.accumulate_grad_batches=1")
+            raise DlrunError(
+                f"{type(task).__name__} runs its own updates; set trainer.accumulate_grad_batches=1"
+            )
         optimizers, schedulers = task.configure_optimizers(self.model, optimizer, scheduler)
         self.optimization = Optimization(
-            optimizers, schedulers, interval, self.precision, self.clip_val, self.clip_algorithm, self.accumulate
+            optimizers,
+            schedulers,
+            interval,
+            self.precision,
+            self.clip_val,
+            self.clip_algorithm,
+            self.accumulate,
         )
         quiet = logger is None or self.fast_dev_run or not self.dist.is_main  # under DDP only rank 0 logs
         self.logger = NullLogger() if quiet else logger
@@ -191,7 +201,9 @@ class Trainer:
             if self._finished():
                 log.info(
                     "%s is already complete at epoch %d (step %d); raise trainer.max_epochs to train on",
-                    resume_path, self.state.epoch, self.state.global_step,
+                    resume_path,
+                    self.state.epoch,
+                    self.state.global_step,
                 )
                 return self._summary("already complete", 0.0)
         self._sums_at_step = self.train_sums.snapshot()
@@ -214,7 +226,9 @@ class Trainer:
             status = "failed: non-finite loss"
             raise
         except Exception as err:
-            why = first_line(err) if isinstance(err, DlrunError) else f"{type(err).__name__}: {first_line(err)}"
+            why = (
+                first_line(err) if isinstance(err, DlrunError) else f"{type(err).__name__}: {first_line(err)}"
+            )
             status = f"failed: {why}"
             raise
         finally:
@@ -261,8 +275,13 @@ class Trainer:
             log.info(
                 "early stopping at epoch %d: %s (%s) has not improved by more than %g for %d epochs; "
                 "best %.4g at epoch %d",
-                epoch, stop["monitor"], stop["mode"], self.early_stopping.min_delta, stop["patience"],
-                stop["best"], stop["best_epoch"],
+                epoch,
+                stop["monitor"],
+                stop["mode"],
+                self.early_stopping.min_delta,
+                stop["patience"],
+                stop["best"],
+                stop["best_epoch"],
             )
         if self.saver.epoch_end(epoch, improved, self._finished()):
             self._write_summary("running", 0.0)
@@ -288,7 +307,9 @@ class Trainer:
             with self.dist.no_sync(self.step_model, boundary):  # DDP all-reduces grads at the boundary
                 with self.precision.autocast():
                     if manual:
-                        loss, stats, count = self.task.training_step(self.step_model, batch, self.optimization)
+                        loss, stats, count = self.task.training_step(
+                            self.step_model, batch, self.optimization
+                        )
                     else:
                         loss, stats, count = self.task.training_step(self.step_model, batch)
                 if not manual:
@@ -343,7 +364,9 @@ class Trainer:
     def _load(self, path: Path) -> None:
         ckpt = ckpt_io.load(path)
         if self.allow_config_changes is not True:
-            changed = ckpt_io.config_changes(ckpt.get("config"), self.config_yaml, self.allow_config_changes or ())
+            changed = ckpt_io.config_changes(
+                ckpt.get("config"), self.config_yaml, self.allow_config_changes or ()
+            )
             if changed:
                 keys = ",".join(c.split(" ", 1)[0] for c in changed)
                 raise DlrunError(

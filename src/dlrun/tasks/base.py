@@ -17,12 +17,13 @@ class Task:
     - `compute(sums, count) -> metrics`: the summed stats as metrics (the engine prefixes train/, val/).
     - `monitor`/`mode`: the metric that picks best.ckpt and is returned to sweepers, and its direction
       (`monitor = None`: no best epoch).
-    - `configure_optimizers(model, optimizer, scheduler)`: the optimizers (and schedulers) by name. The default
-      is the one optimizer of the `optim` group over every parameter, with the `sched` group's scheduler.
-    - `automatic_optimization = False`: the task runs its own updates. Its `training_step(model, batch, optim)`
-      receives a `dlrun.engine.optimization.Optimization` and calls `optim.zero_grad(name)`,
-      `optim.backward(loss)` and `optim.step(name)`; the engine still owns precision and grad scaling,
-      clipping, the NaN watch and checkpointing every optimizer, scheduler and the scaler.
+    - `configure_optimizers(model, optimizer, scheduler)`: the optimizers (and schedulers) by name. The
+      default is the one optimizer of the `optim` group over every parameter, with the `sched` scheduler.
+    - `automatic_optimization = False`: the task runs its own updates. Its
+      `training_step(model, batch, optim)` receives a `dlrun.engine.optimization.Optimization` and calls
+      `optim.zero_grad(name)`, `optim.backward(loss)` and `optim.step(name)`; the engine still owns
+      precision and grad scaling, clipping, the NaN watch and checkpointing every optimizer, scheduler and
+      the scaler.
     - Hooks, all no-ops here, get the model and a FitContext (run_dir, logger, data, epoch):
       on_fit_start, on_train_epoch_start, on_validation_start, on_epoch_end, on_fit_end.
     - `predict(model, data, run_dir)`: mode=predict; tasks without it have no predict mode.
