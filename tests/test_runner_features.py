@@ -30,7 +30,14 @@ def test_early_stopping_stops_at_the_right_epoch_on_a_scripted_sequence():
     losses = [1.0, 0.8, 0.7, 0.71, 0.69999, 0.75, 0.72, 0.5]
     assert first_stop(EarlyStopping("val/loss", "min", patience=3), losses) is None  # 0.5 comes in time
     stop = first_stop(EarlyStopping("val/loss", "min", patience=2), losses)
-    assert stop == {"epoch": 7, "monitor": "val/loss", "best": 0.69999, "best_epoch": 5, "patience": 2}
+    assert stop == {
+        "epoch": 7,
+        "monitor": "val/loss",
+        "mode": "min",
+        "best": 0.69999,
+        "best_epoch": 5,
+        "patience": 2,
+    }
     # with min_delta 0.01, 0.69999 is no real improvement over 0.7: the wait starts after epoch 3
     stop = first_stop(EarlyStopping("val/loss", "min", patience=2, min_delta=0.01), losses)
     assert stop["epoch"] == 5 and stop["best_epoch"] == 3

@@ -301,6 +301,8 @@ RESUMABLE_CHANGES = (
     "trainer.checkpoint_every_n_epochs",
     "trainer.num_threads",
     "trainer.device",
+    "trainer.strategy",
+    "trainer.ddp_backend",
     "trainer.early_stopping",
     "trainer.callbacks",
     "logger",
