@@ -34,10 +34,13 @@ def in_sweep() -> bool:
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    from dlrun.config_check import check_config
     from dlrun.errors import DlrunError, NonFiniteLossError
-    from dlrun.run import run
 
     try:
+        check_config(cfg)  # a bad value stops here, before any data is loaded
+        from dlrun.run import run
+
         return run(cfg)
     except NonFiniteLossError as err:
         log.error("error: %s", err)
