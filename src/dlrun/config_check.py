@@ -30,6 +30,7 @@ PLAIN_KEYS = {
     "trainer.kfold_refit": bool,
     "model.input_size": Annotated[int, Min(1)] | None,
     "seed": int,
+    "print_config": bool,
 }
 
 # Ranges of constructors whose signatures dlrun does not own, keyed by `_target_` (a key ending in "."
