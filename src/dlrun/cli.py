@@ -47,11 +47,19 @@ def record_failed_job(cfg: DictConfig, err: Exception) -> None:
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    from dlrun.config_check import check_config
     from dlrun.engine.interrupts import StopRequested
+    from dlrun.engine.ranks import env_rank
     from dlrun.errors import DlrunError, shorten
-    from dlrun.run import run
 
     try:
+        check_config(cfg)  # a bad value stops here, before any data is loaded
+        if env_rank() == 0:  # under torchrun: rank 0 alone
+            from dlrun.console import print_config_tree
+
+            print_config_tree(cfg, cfg.paths.output_dir, show=cfg.get("print_config", True))
+        from dlrun.run import run
+
         return run(cfg)
     except DlrunError as err:
         log.error("error: %s", shorten(str(err), 600))

@@ -7,6 +7,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from dlrun.console import print_summary
 from dlrun.engine.ranks import env_rank
 from dlrun.engine.seed import seed_everything
 from dlrun.engine.summary import METRICS_FILE, write_json
@@ -241,24 +242,3 @@ def check_data_state(data, saved: dict | None, path: Path) -> None:
                 f"{path} was trained with another {name} ({len(saved[name])} tokens; the data config now "
                 f"builds {len(now)}); use the data options of the run that wrote it (its .hydra/config.yaml)"
             )
-
-
-def print_summary(result: dict) -> None:
-    best = result["best"] or {}
-    final = result["final"]
-    val = "  ".join(f"{k} {v:.4g}" for k, v in final.items() if k.startswith("val/"))
-    lines = [
-        "─" * 64,
-        f"{result['status']}: {result['epochs']} epochs, {result['global_step']} steps in "
-        f"{result['wall_time_s']:.1f}s ({result['train_examples_per_s']:,.0f} train examples/s)",
-        f"final  {val}",
-    ]
-    if best:
-        lines.append(f"best   {result['monitor']} {best[result['monitor']]:.4g} at epoch {best['epoch']}")
-    lines += [
-        f"params {result['num_params']:,}   device {result['device']}   precision {result['precision']}",
-        f"run    {result['run_dir']}   (metrics.json, checkpoints, TensorBoard events)",
-        "─" * 64,
-    ]
-    for line in lines:
-        log.info(line)

@@ -1,6 +1,7 @@
 import torch
 
 from dlrun.data.images import InMemoryImageData
+from dlrun.ranges import BatchSize, OptionalBatchSize
 
 
 class FakeImageData(InMemoryImageData):
@@ -11,7 +12,7 @@ class FakeImageData(InMemoryImageData):
 
     def __init__(
         self,
-        batch_size: int = 128,
+        batch_size: BatchSize = 128,
         num_train: int = 2048,
         num_val: int = 512,
         channels: int = 1,
@@ -20,7 +21,7 @@ class FakeImageData(InMemoryImageData):
         resize: int | None = None,
         noise: float = 0.5,
         seed: int = 0,
-        val_batch_size: int | None = None,
+        val_batch_size: OptionalBatchSize = None,
         on_device: bool = False,
     ):
         super().__init__(batch_size, channels, num_classes, size, resize, val_batch_size, on_device)

@@ -5,17 +5,18 @@ from torch.nn import functional as F
 
 from dlrun.data.in_memory import InMemoryData
 from dlrun.errors import DlrunError
+from dlrun.ranges import BatchSize, OptionalBatchSize
 
 
 class InMemoryImageData(InMemoryData):
     def __init__(
         self,
-        batch_size: int,
+        batch_size: BatchSize,
         channels: int,
         num_classes: int,
         size: int,
         resize: int | None = None,
-        val_batch_size: int | None = None,
+        val_batch_size: OptionalBatchSize = None,
         on_device: bool = False,
     ):
         super().__init__(batch_size, val_batch_size, on_device)

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from dlrun.data.in_memory import InMemoryData
 from dlrun.errors import DlrunError
+from dlrun.ranges import BatchSize, OptionalBatchSize
 
 
 def truth(x: Tensor) -> Tensor:
@@ -19,11 +20,11 @@ def truth(x: Tensor) -> Tensor:
 class KernelRegressionData(InMemoryData):
     def __init__(
         self,
-        batch_size: int = 50,
+        batch_size: BatchSize = 50,
         num_train: int = 50,
         noise: float = 0.5,
         seed: int = 0,
-        val_batch_size: int | None = None,
+        val_batch_size: OptionalBatchSize = None,
         on_device: bool = False,
     ):
         super().__init__(batch_size, val_batch_size, on_device)

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from dlrun.data.in_memory import InMemoryData
 from dlrun.errors import DlrunError
+from dlrun.ranges import BatchSize, OptionalBatchSize
 
 
 def linear_data(
@@ -34,14 +35,14 @@ class SyntheticLinearData(InMemoryData):
 
     def __init__(
         self,
-        batch_size: int = 10,
+        batch_size: BatchSize = 10,
         num_train: int = 1000,
         num_val: int = 1000,
         w: Sequence[float] = (2.0, -3.4),
         b: float = 4.2,
         noise: float = 0.01,
         seed: int = 0,
-        val_batch_size: int | None = None,
+        val_batch_size: OptionalBatchSize = None,
         on_device: bool = False,
     ):
         super().__init__(batch_size, val_batch_size, on_device)
@@ -66,7 +67,7 @@ class PolynomialData(InMemoryData):
 
     def __init__(
         self,
-        batch_size: int = 10,
+        batch_size: BatchSize = 10,
         num_features: int = 4,
         max_degree: int = 20,
         num_train: int = 100,
@@ -74,7 +75,7 @@ class PolynomialData(InMemoryData):
         true_coefficients: Sequence[float] = (5.0, 1.2, -3.4, 5.6),
         noise: float = 0.1,
         seed: int = 0,
-        val_batch_size: int | None = None,
+        val_batch_size: OptionalBatchSize = None,
         on_device: bool = False,
     ):
         super().__init__(batch_size, val_batch_size, on_device)
@@ -107,7 +108,7 @@ class HighDimLinearData(InMemoryData):
 
     def __init__(
         self,
-        batch_size: int = 5,
+        batch_size: BatchSize = 5,
         num_inputs: int = 200,
         num_train: int = 20,
         num_test: int = 100,
@@ -115,7 +116,7 @@ class HighDimLinearData(InMemoryData):
         b: float = 0.05,
         noise: float = 0.01,
         seed: int = 0,
-        val_batch_size: int | None = None,
+        val_batch_size: OptionalBatchSize = None,
         on_device: bool = False,
     ):
         super().__init__(batch_size, val_batch_size, on_device)

@@ -23,6 +23,7 @@ from torch import Tensor
 from dlrun.data.download import download
 from dlrun.data.in_memory import InMemoryData
 from dlrun.errors import DlrunError, first_line
+from dlrun.ranges import BatchSize, OptionalBatchSize
 
 log = logging.getLogger("dlrun")
 
@@ -151,13 +152,13 @@ class CsvData(InMemoryData):
         self,
         path: str | Path,
         target: str,
-        batch_size: int = 64,
+        batch_size: BatchSize = 64,
         test_path: str | Path | None = None,
         id_column: str | None = None,
         drop_columns: Sequence[str] = (),
         val_fraction: float = 0.2,
         seed: int = 0,
-        val_batch_size: int | None = None,
+        val_batch_size: OptionalBatchSize = None,
         on_device: bool = False,
     ):
         super().__init__(batch_size, val_batch_size, on_device)
@@ -261,10 +262,10 @@ class KaggleHouseData(CsvData):
         self,
         root: str | Path,
         download: bool = True,
-        batch_size: int = 64,
+        batch_size: BatchSize = 64,
         val_fraction: float = 0.2,
         seed: int = 0,
-        val_batch_size: int | None = None,
+        val_batch_size: OptionalBatchSize = None,
         on_device: bool = False,
     ):
         train_path, test_path = kaggle_house_files(root, download)

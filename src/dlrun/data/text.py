@@ -23,6 +23,7 @@ from torch import Tensor
 from dlrun.data.base import DataModule
 from dlrun.data.download import sha1
 from dlrun.errors import DlrunError, first_line
+from dlrun.ranges import BatchSize, OptionalBatchSize
 
 log = logging.getLogger("dlrun")
 
@@ -108,7 +109,7 @@ class SequenceBatches:
     def __init__(
         self,
         corpus: Tensor,
-        batch_size: int,
+        batch_size: BatchSize,
         num_steps: int,
         sampling: str,
         device: torch.device,
@@ -166,7 +167,7 @@ class TextData(DataModule):
     def __init__(
         self,
         path: str | Path,
-        batch_size: int = 32,
+        batch_size: BatchSize = 32,
         num_steps: int = 35,
         sampling: str = "sequential",
         token: str = "char",
@@ -174,7 +175,7 @@ class TextData(DataModule):
         min_freq: int = 0,
         reserved_tokens: Sequence[str] = (),
         val_fraction: float = 0.1,
-        val_batch_size: int | None = None,
+        val_batch_size: OptionalBatchSize = None,
         encoding: str = "utf-8",
     ):
         if sampling not in SAMPLINGS:

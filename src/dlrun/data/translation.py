@@ -27,6 +27,7 @@ from dlrun.data.download import download, sha1
 from dlrun.data.sampling import EpochBatchSampler
 from dlrun.data.text import Vocab
 from dlrun.errors import DlrunError, first_line
+from dlrun.ranges import BatchSize, OptionalBatchSize
 
 log = logging.getLogger("dlrun")
 
@@ -118,13 +119,13 @@ class TranslationData(DataModule):
     def __init__(
         self,
         path: str | Path,
-        batch_size: int = 64,
+        batch_size: BatchSize = 64,
         num_steps: int = 10,
         num_examples: int | None = 600,
         num_val: int = 100,
         min_freq: int = 2,
         seed: int = 0,
-        val_batch_size: int | None = None,
+        val_batch_size: OptionalBatchSize = None,
         encoding: str = "utf-8",
     ):
         if batch_size < 1 or num_steps < 2:

@@ -8,6 +8,7 @@ import torchvision
 
 from dlrun.data.images import InMemoryImageData
 from dlrun.errors import DlrunError, first_line
+from dlrun.ranges import BatchSize, OptionalBatchSize
 
 log = logging.getLogger("dlrun")
 
@@ -42,13 +43,13 @@ class TorchvisionImageData(InMemoryImageData):
         self,
         dataset: str,
         root: str | Path,
-        batch_size: int,
+        batch_size: BatchSize,
         channels: int,
         num_classes: int,
         size: int,
         resize: int | None = None,
         download: bool = True,
-        val_batch_size: int | None = None,
+        val_batch_size: OptionalBatchSize = None,
         on_device: bool = False,
     ):
         super().__init__(batch_size, channels, num_classes, size, resize, val_batch_size, on_device)

@@ -7,6 +7,8 @@ import torch
 from dlrun.errors import DlrunError
 
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
+# Lightning's spellings of the same settings.
+PRECISION_ALIASES = {"32-true": "32", "bf16": "bf16-mixed", "16": "16-mixed"}
 
 
 def select_device(spec: str = "auto") -> torch.device:
@@ -44,12 +46,21 @@ def select_device(spec: str = "auto") -> torch.device:
 class Precision:
     """`32`, `bf16-mixed` or `16-mixed` on a given device: an autocast context and a grad scaler."""
 
-    def __init__(self, precision: str | int, device: torch.device):
-        precision = str(precision)
-        if precision not in PRECISIONS:
-            raise DlrunError(
-                f"trainer.precision={precision!r} is unknown; choose one of {', '.join(PRECISIONS)}"
+    @staticmethod
+    def parse(precision: str | int) -> str:
+        """dlrun's name of a precision setting (Lightning's `32-true`, `bf16`, `16` included)."""
+        name = PRECISION_ALIASES.get(str(precision), str(precision))
+        if name not in PRECISIONS:
+            raise ValueError(
+                f"one of {', '.join(PRECISIONS)} (or Lightning's {', '.join(PRECISION_ALIASES)})"
             )
+        return name
+
+    def __init__(self, precision: str | int, device: torch.device):
+        try:
+            precision = self.parse(precision)
+        except ValueError as err:
+            raise DlrunError(f"trainer.precision={precision!r} is unknown; use {err}") from None
         if precision == "16-mixed" and device.type != "cuda":
             raise DlrunError(
                 f"trainer.precision=16-mixed needs a CUDA device (this run uses {device.type}); "

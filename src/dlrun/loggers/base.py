@@ -18,3 +18,17 @@ class NullLogger:
 
     def close(self) -> None:
         pass
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """A nested config as {"a.b.c": scalar} (other values as their str; None left out), for hparams."""
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat |= flatten(value, f"{name}.")
+        elif isinstance(value, (int, float, str, bool)):
+            flat[name] = value
+        elif value is not None:
+            flat[name] = str(value)
+    return flat

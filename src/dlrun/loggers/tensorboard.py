@@ -4,20 +4,7 @@ import yaml
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
-from dlrun.loggers.base import NullLogger
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat |= _flatten(value, f"{name}.")
-        elif isinstance(value, (int, float, str, bool)):
-            flat[name] = value
-        elif value is not None:
-            flat[name] = str(value)
-    return flat
+from dlrun.loggers.base import NullLogger, flatten
 
 
 class TensorBoardLogger(NullLogger):
@@ -38,7 +25,7 @@ class TensorBoardLogger(NullLogger):
         self.writer.add_text("config", "```yaml\n" + config_yaml + "\n```", global_step=0)
         config = yaml.safe_load(config_yaml) or {}
         config.pop("paths", None)
-        self.hparams = _flatten(config)
+        self.hparams = flatten(config)
 
     def log_hparams(self, final_metrics: dict[str, float]) -> None:
         metrics = {f"hparam/{k}": v for k, v in final_metrics.items()}
