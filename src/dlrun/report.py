@@ -238,6 +238,9 @@ def flags(run: Run, tolerance: float) -> list[str]:
     out = list(run.problems)
     if run.status is not None and run.status != "completed":
         out.append(f"**not finished**: {run.status}")
+    missing = [m.name for m in run.metrics if m.final is None]
+    if missing:
+        out.append(f"metrics.json has no final {', '.join(missing)}")
     off = [m.name for m in run.metrics if m.off]
     if off:
         out.append(f"**off** by more than {tolerance:.0%}: {', '.join(off)}")
