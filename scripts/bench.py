@@ -29,6 +29,8 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
+from dlrun.markers import write_between  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {  # model: (image size, batch size, lr, steps)
     "lenet": (28, 256, 0.9, 300),
@@ -357,7 +359,6 @@ BEGIN, END = "<!-- bench.py: begin -->", "<!-- bench.py: end -->"
 def write_markdown(rows: list[dict], starts: list, path: Path, command: str) -> None:
     """The measured tables go between the BEGIN/END markers of `path`; the text around them is kept."""
     lines = [
-        BEGIN,
         f"Measured with `{command}` on {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {rows[0]['threads']} threads, no GPU.",
         "",
@@ -397,13 +398,8 @@ def write_markdown(rows: list[dict], starts: list, path: Path, command: str) -> 
         "|---|---|---|",
         *[f"| `{label}` | {fast:.2f} | {median:.2f} |" for label, fast, median in starts],
         "",
-        END,
     ]
-    table = "\n".join(lines)
-    text = path.read_text() if path.is_file() else ""
-    if BEGIN in text and END in text:
-        table = text[: text.index(BEGIN)] + table + text[text.index(END) + len(END) :]
-    path.write_text(table if table.endswith("\n") else table + "\n")
+    write_between(path, BEGIN, END, "\n".join(lines))
 
 
 def main() -> None:
