@@ -1,4 +1,4 @@
-"""The book's optimizers (chapter 11) and learning-rate schedules: updates, torch equivalence, resume, errors."""
+"""The book's optimizers (ch. 11) and learning-rate schedules: updates, torch equivalence, resume, errors."""
 
 import io
 import math
@@ -48,7 +48,7 @@ def train(m, opt, x, y, steps, batch=8, start=0):
     return [p.detach().clone() for p in m.parameters()]
 
 
-# ------------------------------------------------------------------ the book's updates, as the book writes them
+# ------------------------------------------------------------ the book's updates, as the book writes them
 def book_sgd(params, states, hp):
     for p in params:
         p.data.sub_(hp["lr"] * p.grad)
@@ -212,7 +212,7 @@ def test_same_trajectory_as_torch_where_the_formulas_agree(ours, theirs):
     ids=["adagrad", "rmsprop"],
 )
 def test_eps_inside_the_root_differs_from_torch(ours, theirs, rate):
-    """First step from s = 0: the book's lr g / sqrt(rate g^2 + eps), torch's lr g / (sqrt(rate g^2) + eps)."""
+    """First step from s = 0: the book's lr g / sqrt(r g^2 + eps), torch's lr g / (sqrt(r g^2) + eps)."""
     g = torch.tensor([0.01, 0.1, 1.0, 10.0])
     a, b = torch.nn.Parameter(torch.zeros(4)), torch.nn.Parameter(torch.zeros(4))
     for p, make in ((a, ours), (b, theirs)):
