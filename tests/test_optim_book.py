@@ -296,3 +296,150 @@ def test_every_optimizer_config_builds(compose_cfg):
     for name in BOOK_OPTIMIZERS + TORCH_OPTIMIZERS:
         opt = build(name, model().parameters(), compose_cfg)
         assert isinstance(opt, torch.optim.Optimizer) and math.isfinite(opt.param_groups[0]["lr"]), name
+
+
+# ------------------------------------------------------------------ learning-rate schedules (11.11)
+class BookSquareRoot:
+    def __init__(self, lr=0.1):
+        self.lr = lr
+
+    def __call__(self, num_update):
+        return self.lr * pow(num_update + 1.0, -0.5)
+
+
+class BookFactor:
+    def __init__(self, factor=1, stop_factor_lr=1e-7, base_lr=0.1):
+        self.factor, self.stop_factor_lr, self.base_lr = factor, stop_factor_lr, base_lr
+
+    def __call__(self, num_update):
+        self.base_lr = max(self.stop_factor_lr, self.base_lr * self.factor)
+        return self.base_lr
+
+
+class BookCosine:
+    def __init__(self, max_update, base_lr=0.01, final_lr=0, warmup_steps=0, warmup_begin_lr=0):
+        self.base_lr_orig, self.max_update, self.final_lr = base_lr, max_update, final_lr
+        self.warmup_steps, self.warmup_begin_lr = warmup_steps, warmup_begin_lr
+        self.max_steps = self.max_update - self.warmup_steps
+
+    def get_warmup_lr(self, epoch):
+        increase = (self.base_lr_orig - self.warmup_begin_lr) * float(epoch) / float(self.warmup_steps)
+        return self.warmup_begin_lr + increase
+
+    def __call__(self, epoch):
+        if epoch < self.warmup_steps:
+            return self.get_warmup_lr(epoch)
+        if epoch <= self.max_update:
+            self.base_lr = (
+                self.final_lr
+                + (self.base_lr_orig - self.final_lr)
+                * (1 + math.cos(math.pi * (epoch - self.warmup_steps) / self.max_steps))
+                / 2
+            )
+        return self.base_lr
+
+
+def lrs(sched_overrides, lr, intervals, compose_cfg, second_group=False):
+    """The lr each of `intervals` intervals trains at, stepping the configured scheduler once per interval."""
+    cfg = compose_cfg([*sched_overrides, "trainer.max_epochs=30"])
+    params = [torch.nn.Parameter(torch.zeros(1))]
+    groups = [{"params": params}] + (
+        [{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 2 * lr}] * second_group
+    )
+    opt = torch.optim.SGD(groups, lr=lr)
+    sched = instantiate(cfg.sched.scheduler)(opt)
+    out = []
+    for _ in range(intervals):
+        out.append([g["lr"] for g in opt.param_groups])
+        opt.step()
+        sched.step()
+    return out
+
+
+def test_square_root_schedule_is_the_books(compose_cfg):
+    got = lrs(["sched=square_root"], 0.1, 30, compose_cfg)
+    book_sched = BookSquareRoot(lr=0.1)
+    assert [g[0] for g in got] == pytest.approx([book_sched(t) for t in range(30)], rel=1e-12)
+
+
+def test_factor_schedule_is_the_books_with_its_floor(compose_cfg):
+    got = lrs(["sched=factor"], 2.0, 70, compose_cfg)  # the book's plot: factor 0.9, floor 0.01, lr 2
+    book_sched = BookFactor(factor=0.9, stop_factor_lr=1e-2, base_lr=2.0)
+    # The book's callable updates before it returns: its value at t is lr0 * 0.9^(t + 1); dlrun's lr(0) = lr0.
+    expected = [2.0] + [book_sched(t) for t in range(69)]
+    assert [g[0] for g in got] == pytest.approx(expected, rel=1e-12)
+    assert got[-1][0] == pytest.approx(0.01) and min(g[0] for g in got) >= 0.01 - 1e-15
+
+
+def test_multistep_schedule_halves_at_its_milestones(compose_cfg):
+    got = lrs(["sched=multistep"], 0.5, 30, compose_cfg)
+    assert [g[0] for g in got] == pytest.approx([0.5] * 15 + [0.25] * 15, rel=1e-12)
+
+
+def test_cosine_schedule_is_the_books_and_holds_its_final_lr(compose_cfg):
+    over = ["sched=d2l_cosine", "sched.scheduler.max_update=20", "sched.scheduler.final_lr=0.01"]
+    got = lrs(over, 0.3, 30, compose_cfg, second_group=True)
+    book_sched = BookCosine(max_update=20, base_lr=0.3, final_lr=0.01)
+    assert [g[0] for g in got] == pytest.approx([book_sched(t) for t in range(30)], rel=1e-12)
+    assert got[0][0] == pytest.approx(0.3) and got[-1][0] == pytest.approx(0.01)
+    # A second parameter group follows the same formula from its own lr.
+    book_sched = BookCosine(max_update=20, base_lr=0.6, final_lr=0.01)
+    assert [g[1] for g in got] == pytest.approx([book_sched(t) for t in range(30)], rel=1e-12)
+
+
+def test_warmup_cosine_never_trains_at_lr_zero(compose_cfg):
+    over = ["sched=d2l_cosine", "sched.scheduler.max_update=20", "sched.scheduler.final_lr=0.01"]
+    got = [g[0] for g in lrs([*over, "sched.scheduler.warmup=5"], 0.3, 30, compose_cfg)]
+    book_sched = BookCosine(20, warmup_steps=5, base_lr=0.3, final_lr=0.01)
+    # The ramp: the book's value at the end of each warm-up interval (0.06, 0.12, ..., 0.3); then the book's.
+    assert got[:5] == pytest.approx([book_sched.get_warmup_lr(t + 1) for t in range(5)], rel=1e-12)
+    assert got[5:] == pytest.approx([book_sched(t) for t in range(5, 30)], rel=1e-12)
+    assert min(got) > 0 and book_sched(0) == 0  # the book's own formula starts at lr 0
+
+
+def test_schedules_step_per_update_too(compose_cfg):
+    cfg = compose_cfg(["sched=square_root", "sched.interval=step"])
+    assert cfg.sched.interval == "step"
+    got = lrs(["sched=square_root", "sched.interval=step"], 0.1, 500, compose_cfg)
+    assert got[499][0] == pytest.approx(0.1 / math.sqrt(500), rel=1e-12)
+
+
+@pytest.mark.parametrize("sched", ["square_root", "factor", "multistep", "d2l_cosine"])
+def test_schedule_state_resumes(sched, compose_cfg):
+    """k intervals, save the scheduler's state, load it into a fresh one: the lrs go on as without a break."""
+    overrides = [f"sched={sched}"] + (["sched.scheduler.max_update=10"] if sched == "d2l_cosine" else [])
+    cfg = compose_cfg(overrides)
+    whole = lrs(overrides, 0.3, 20, compose_cfg)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.3)
+    sched_a = instantiate(cfg.sched.scheduler)(opt)
+    for _ in range(7):
+        opt.step()
+        sched_a.step()
+    state = {"optim": opt.state_dict(), "sched": sched_a.state_dict()}
+    # As the engine resumes: build both, then load the optimizer's state, then the scheduler's.
+    fresh = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.3)
+    sched_b = instantiate(cfg.sched.scheduler)(fresh)
+    fresh.load_state_dict(state["optim"])
+    sched_b.load_state_dict(state["sched"])
+    resumed = []
+    for _ in range(13):
+        resumed.append(fresh.param_groups[0]["lr"])
+        fresh.step()
+        sched_b.step()
+    assert resumed == pytest.approx([g[0] for g in whole[7:]], rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["sched=factor", "sched.scheduler.factor=1.5"], "sched.scheduler.factor=1.5 must lie in (0, 1]"),
+        (["sched=d2l_cosine", "sched.scheduler.warmup=30"], "sched.scheduler.warmup=30, max_update=30"),
+        (["sched=d2l_cosine", "sched.scheduler.final_lr=-1"], "sched.scheduler.final_lr=-1"),
+    ],
+)
+def test_bad_schedule_options_name_the_key(overrides, message, compose_cfg):
+    cfg = compose_cfg([*overrides, "trainer.max_epochs=30"])
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.3)
+    with pytest.raises(DlrunError) as err:
+        instantiate(cfg.sched.scheduler)(opt)
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
