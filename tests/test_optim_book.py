@@ -443,3 +443,27 @@ def test_bad_schedule_options_name_the_key(overrides, message, compose_cfg):
     with pytest.raises(DlrunError) as err:
         instantiate(cfg.sched.scheduler)(opt)
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_lr_schedule_experiments(compose_cfg):
+    """The book's LeNet (ReLU, max-pool, PyTorch's default init) on Fashion-MNIST, batch 256, 30 epochs."""
+    expected = {  # name -> (sched, optim.lr)
+        "constant": ("none", 0.3),
+        "square_root": ("square_root", 0.1),
+        "multistep": ("multistep", 0.5),
+        "cosine": ("d2l_cosine", 0.3),
+        "warmup_cosine": ("d2l_cosine", 0.3),
+    }
+    for name, (sched, lr) in expected.items():
+        cfg = compose_cfg([f"experiment=d2l/lr_schedule_{name}"])
+        assert cfg.hydra.runtime.choices.sched == sched and cfg.optim.lr == lr, name
+        assert (cfg.model.activation, cfg.model.pooling, cfg.model.init) == ("relu", "max", "default")
+        assert cfg.data.batch_size == 256 and cfg.trainer.max_epochs == 30 and cfg.sched.interval == "epoch"
+        assert set(cfg.book.metrics) == {"train/loss", "train/acc", "val/acc"} and cfg.book.section == "11.11"
+    cfg = compose_cfg(["experiment=d2l/lr_schedule_warmup_cosine"])
+    assert (cfg.sched.scheduler.max_update, cfg.sched.scheduler.warmup, cfg.sched.scheduler.final_lr) == (
+        20,
+        5,
+        0.01,
+    )
+    assert list(compose_cfg(["experiment=d2l/lr_schedule_multistep"]).sched.scheduler.milestones) == [15, 30]
