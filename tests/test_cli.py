@@ -170,13 +170,14 @@ def test_bad_value_names_the_group(tmp_path):
 def test_help_lists_groups_and_options(tmp_path):
     out = run_cli(["--help"], tmp_path).stdout
     assert "== Config groups ==" in out
-    for line in ("model: ", "data: ", "optim: adam, adamw, sgd", "experiment/d2l: "):
+    for line in ("model: ", "data: ", "optim: ", "experiment/d2l: "):
         assert line in out, line
     groups = {
         line.split(": ")[0]: line.split(": ")[1].split(", ") for line in out.splitlines() if ": " in line
     }
     assert {"fake", "fashion_mnist", "mnist"} <= set(groups["data"])
     assert {"lenet", "lenet_bn", "mlp"} <= set(groups["model"])
+    assert {"adam", "adamw", "sgd", "d2l_adam", "yogi"} <= set(groups["optim"])
 
 
 def test_cfg_job_and_info(tmp_path):

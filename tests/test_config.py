@@ -22,7 +22,7 @@ COMPANIONS: dict[str, list[str]] = {
     "task=regression": ["data=synthetic_linear", "model=linear_regression"],
     **{
         f"data={name}": ["task=regression", "model=linear_regression"]
-        for name in ("synthetic_linear", "polynomial", "high_dim_linear", "kaggle_house", "csv")
+        for name in ("synthetic_linear", "polynomial", "high_dim_linear", "kaggle_house", "csv", "airfoil")
     },
     "data=timemachine": ["task=language_model", "model=gru"],
     "data=text": ["task=language_model", "model=gru", "data.path=corpus.txt"],
