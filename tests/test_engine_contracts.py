@@ -189,3 +189,17 @@ def test_file_names_live_in_one_module():
         for literal in ('"last.ckpt"', '"best.ckpt"', '"metrics.json"'):
             assert literal not in text, f"{path.relative_to(src)} spells {literal}; import it from the engine"
     assert os.path.basename(ckpt_io.LAST) == "last.ckpt"
+
+
+def test_eval_curve_every_n_examples_and_resumed(tmp_path, fit_mlp):
+    from dlrun.engine.eval_curve import EvalEveryNExamples, read_curve
+
+    fit_mlp(tmp_path / "full", max_epochs=2, callbacks=[EvalEveryNExamples(64)])
+    full = read_curve(tmp_path / "full" / "eval_curve.csv")
+    assert [row[0] for row in full] == list(range(0, 2 * 256 + 1, 64))  # 256 examples an epoch
+    fit_mlp(tmp_path / "half", max_epochs=1, callbacks=[EvalEveryNExamples(64)])
+    fit_mlp(
+        tmp_path / "rest", max_epochs=2, callbacks=[EvalEveryNExamples(64)], resume=str(tmp_path / "half")
+    )
+    resumed = read_curve(tmp_path / "rest" / "eval_curve.csv")
+    assert [(n, loss) for n, _, loss in resumed] == [(n, loss) for n, _, loss in full]

@@ -52,7 +52,7 @@ def collect_runs(sweep_dir: Path) -> list[dict]:
     return rows
 
 
-def write_summary(sweep_dir: Path) -> Path | None:
+def write_summary(sweep_dir: Path, x_axis: str = "epoch") -> Path | None:
     rows = collect_runs(sweep_dir)
     if not rows:
         return None
@@ -62,8 +62,43 @@ def write_summary(sweep_dir: Path) -> Path | None:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    plot_summary(rows, sweep_dir / "summary.png")
+    if x_axis == "epoch":
+        plot_summary(rows, sweep_dir / "summary.png")
+    else:
+        plot_eval_curves(rows, sweep_dir, x_axis, sweep_dir / "summary.png")
     return path
+
+
+X_AXES = {"examples": (0, "examples seen"), "time": (1, "training time (s)")}
+
+
+def plot_eval_curves(rows: list[dict], sweep_dir: Path, x_axis: str, path: Path) -> None:
+    """The book's optimizer comparison (11.5-11.10): every job's eval_curve.csv (callbacks=eval_curve), loss
+    against examples seen or training time."""
+    from matplotlib.figure import Figure
+
+    from dlrun.engine.eval_curve import CURVE_FILE, read_curve
+
+    if x_axis not in X_AXES:
+        raise ValueError(f"x_axis={x_axis!r}; use epoch, examples or time")
+    column, label = X_AXES[x_axis]
+    fig = Figure(figsize=(5.5, 3.8), layout="constrained")
+    ax = fig.add_subplot()
+    for row in rows:
+        curve_file = sweep_dir / row["job"] / CURVE_FILE
+        if not curve_file.is_file():
+            continue
+        curve = read_curve(curve_file)
+        ax.plot(
+            [c[column] for c in curve], [c[2] for c in curve], label=row["overrides"] or f"job {row['job']}"
+        )
+    ax.set_xlabel(label)
+    ax.set_ylabel("loss")
+    if x_axis == "time":
+        ax.set_xscale("symlog", linthresh=0.01)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.savefig(path, dpi=100)
 
 
 def plot_summary(rows: list[dict], path: Path) -> None:
@@ -90,13 +125,17 @@ def plot_summary(rows: list[dict], path: Path) -> None:
 
 
 class SweepSummary(Callback):
-    """After a multirun: summary.csv (one row per run) and summary.png (val curves) in the sweep dir."""
+    """After a multirun: summary.csv (one row per run) and summary.png in the sweep dir: val curves per epoch,
+    or (x_axis=examples|time) every job's eval_curve.csv, the book's optimizer comparison."""
+
+    def __init__(self, x_axis: str = "epoch"):
+        self.x_axis = x_axis
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         if env_rank() != 0:  # a sweep under torchrun: rank 0 writes the summary
             return
         sweep_dir = Path(config.hydra.sweep.dir)
-        path = write_summary(sweep_dir)
+        path = write_summary(sweep_dir, self.x_axis)
         if path is not None:
             log.info("sweep summary: %s, %s", path, path.with_suffix(".png"))
             with open(path, newline="") as f:
