@@ -324,3 +324,16 @@ def test_cli_trains_on_a_text_file_and_predicts_from_the_run(text_file, tmp_path
     )  # fmt: skip
     assert proc.returncode == 2 and TIME_MACHINE_URL in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_time_machine_downloads_when_missing(tmp_path, monkeypatch):
+    """The `download` option once shadowed the download function: a missing file crashed instead."""
+    import dlrun.data.text as text
+
+    def fake_fetch(url, path, sha1):
+        assert url == text.TIME_MACHINE_URL
+        path.write_text("the time traveller " * 400)
+
+    monkeypatch.setattr(text, "fetch", fake_fetch)
+    data = text.TimeMachineData(root=tmp_path, batch_size=2, num_steps=5)
+    assert (tmp_path / "timemachine.txt").is_file() and len(data.vocab) > 5

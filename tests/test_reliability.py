@@ -269,3 +269,26 @@ def test_sigterm_to_the_cli_saves_and_exits_143(tmp_path):
     assert f"resume with 'trainer.resume={run_dir}/last.ckpt'" in err
     assert json.loads((run_dir / "metrics.json").read_text())["status"] == "interrupted"
     ckpt_io.load(run_dir / "last.ckpt")
+
+
+def test_a_slurm_warning_saves_then_hands_the_signal_to_submitit(tmp_path, fit_mlp):
+    """submitit requeues a job from its own SIGUSR2 handler and exits: dlrun must save first, then call it."""
+    seen = []
+
+    def submitit_requeue(signum, frame):
+        seen.append((signum, (tmp_path / "cut" / "last.ckpt").is_file()))
+
+    previous = signal.signal(signal.SIGUSR2, submitit_requeue)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            fit_mlp(tmp_path / "cut", max_epochs=3, task=SignalAt(5, signal.SIGUSR2))
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert seen == [(signal.SIGUSR2, True)]
+
+
+def test_a_requeued_slurm_job_continues_its_own_checkpoint(tmp_path, fit_mlp, monkeypatch):
+    fit_mlp(tmp_path, max_epochs=1)
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    summary, _ = fit_mlp(tmp_path, max_epochs=2)  # no trainer.resume given
+    assert summary["resumed_from"] == str(tmp_path / "last.ckpt") and summary["epochs"] == 2

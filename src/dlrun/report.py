@@ -24,6 +24,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from dlrun.engine.summary import METRICS_FILE
 from dlrun.errors import DlrunError
 from dlrun.markers import write_between
 
@@ -108,7 +109,7 @@ def find_runs(paths: list[Path]) -> list[Path]:
         if not path.is_dir():
             raise DlrunError(f"{path}: no such directory; give run directories or folders of them")
         for root, dirs, files in os.walk(path):
-            if "metrics.json" in files or ".hydra" in dirs:
+            if METRICS_FILE in files or ".hydra" in dirs:
                 runs.append(Path(root))
                 dirs.clear()
             else:
@@ -147,7 +148,7 @@ def read_run(run_dir: Path, tolerance: float) -> Run:
     trainer = cfg.get("trainer") if isinstance(cfg.get("trainer"), dict) else {}
     run.max_epochs = trainer.get("max_epochs") if isinstance(trainer.get("max_epochs"), int) else None
 
-    metrics, problem = read_metrics(run_dir / "metrics.json")
+    metrics, problem = read_metrics(run_dir / METRICS_FILE)
     if problem:
         run.problems.append(problem)
     else:
@@ -181,8 +182,8 @@ def fill_from_metrics(run: Run, metrics: dict) -> None:
     folds = metrics.get("folds")
     if "kfold" in metrics and isinstance(folds, list) and folds:  # K-fold: the folds' own metrics.json
         run.epochs = folds[0].get("epochs")
-        first, _ = read_metrics(Path(str(folds[0].get("run_dir", ""))) / "metrics.json")
-        first = first or read_metrics(run.run_dir / "fold_0" / "metrics.json")[0] or {}
+        first, _ = read_metrics(Path(str(folds[0].get("run_dir", ""))) / METRICS_FILE)
+        first = first or read_metrics(run.run_dir / "fold_0" / METRICS_FILE)[0] or {}
         run.device, run.precision = first.get("device"), first.get("precision")
         run.epochs = f"{run.epochs} × {metrics['kfold']} folds"
 

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from dlrun.data.base import DataModule
+from dlrun.data.download import download as fetch
 from dlrun.data.download import sha1
 from dlrun.errors import DlrunError, first_line
 from dlrun.ranges import BatchSize, OptionalBatchSize
@@ -310,7 +311,7 @@ class TimeMachineData(TextData):
                 raise DlrunError(f"{where}; {how}")
             log.info("%s: downloading %s", where, TIME_MACHINE_URL)
             try:
-                download(TIME_MACHINE_URL, path, TIME_MACHINE_SHA1)
+                fetch(TIME_MACHINE_URL, path, TIME_MACHINE_SHA1)
             except Exception as err:
                 reason = first_line(err)
                 raise DlrunError(f"{where}, and downloading failed ({reason}); {how}") from None

@@ -242,7 +242,17 @@ def is_locked(run_dir: Path) -> bool:
 
 # ----------------------------------------------------------------------------------------- resuming
 def resolve_resume(resume, run_dir: Path, runs_root: Path) -> Path | None:
-    """trainer.resume: null (fresh), `auto`, a .ckpt file or a run dir (its last.ckpt)."""
+    """trainer.resume: null (fresh), `auto`, a .ckpt file or a run dir (its last.ckpt). A Slurm job that was
+    requeued (SLURM_RESTART_COUNT > 0: preempted or out of time, saved on the signal) continues its own run
+    dir's last.ckpt whatever trainer.resume says."""
+    own = Path(run_dir) / LAST
+    if int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0 and own.is_file():
+        log.info(
+            "requeued Slurm job (SLURM_RESTART_COUNT=%s): continuing %s",
+            os.environ["SLURM_RESTART_COUNT"],
+            own,
+        )
+        return own
     if resume in (None, "", False):
         return None
     if str(resume) == "auto":

@@ -218,9 +218,11 @@ class Trainer:
             if self.dist.is_main:  # the end-of-run reports write files: rank 0 alone
                 task.on_fit_end(self.model, self.ctx)
             status = "completed"
-        except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGUSR1 (interrupts.StopRequested)
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGUSR1/2 (interrupts.StopRequested)
             status = "interrupted"
             self._on_interrupt()
+            self._write_summary(status, time.perf_counter() - start)
+            self.signals.forward()  # e.g. submitit's requeue, now that last.ckpt is saved
             raise
         except NonFiniteLossError:
             status = "failed: non-finite loss"

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import yaml
 
+from dlrun.engine.summary import METRICS_FILE
 from dlrun.errors import DlrunError
 from dlrun.loggers.base import NullLogger, flatten
 
-ARTIFACTS = ("curves.png", "metrics.json", "config_tree.txt")
+ARTIFACTS = ("curves.png", METRICS_FILE, "config_tree.txt")
 BATCH = 100  # MLflow's limit of params per log_batch call
 
 
