@@ -62,7 +62,7 @@ def run(cfg: DictConfig) -> None:
             title=f"{cfg.name} check",
         )
     batch = first_batch(data)
-    rows, totals = model_summary(model, task, head(batch, EXAMPLES), trainer.device)
+    rows, totals = model_summary(model, task, head(batch, EXAMPLES))
     train_batch = int(cfg.data.get("batch_size") or batch_size_of(batch))
     memory = memory_figures(model, trainer.optimization.optimizers.values(), totals, train_batch)
     final = result["final"]
@@ -104,11 +104,10 @@ class Cut:
 
 
 # ------------------------------------------------------------------ summary
-def model_summary(model: nn.Module, task, batch, device: torch.device) -> tuple[list[dict], dict]:
+def model_summary(model: nn.Module, task, batch) -> tuple[list[dict], dict]:
     """One eval-mode validation_step on `batch` with forward hooks and a FlopCounterMode: per module its
     output shape (per example), parameters and FLOPs per example; totals with the leaf outputs' bytes."""
     n = batch_size_of(batch)
-    batch = to_device(batch, device)
     names = {module: name for name, module in model.named_modules()}
     shapes: dict[str, str] = {}
     leaf_bytes = [0]
@@ -234,14 +233,6 @@ def tensor_bytes(obj) -> int:
     if isinstance(obj, dict):
         return sum(tensor_bytes(o) for o in obj.values())
     return 0
-
-
-def to_device(batch, device: torch.device):
-    if torch.is_tensor(batch):
-        return batch.to(device)
-    if isinstance(batch, list | tuple):
-        return type(batch)(to_device(b, device) for b in batch)
-    return batch
 
 
 def flops_text(flops: float) -> str:
