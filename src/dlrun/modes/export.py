@@ -25,12 +25,12 @@ MAX_BATCH = 65536  # the exported programs accept batches of 1..MAX_BATCH images
 
 
 def run(cfg: DictConfig) -> dict:
+    shape = image_shape(cfg)
     seed_everything(cfg.seed)
     device = torch.device("cpu")  # exported files are device-neutral; onnxruntime runs here on the CPU
     data = build(cfg.data, "data")
     data.setup(device, cfg.seed)
     model, paths = checkpoint_model(cfg, data, device)
-    shape = image_shape(cfg)
     images = example_images(first_batch(data), shape, cfg)
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)

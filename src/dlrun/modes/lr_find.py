@@ -2,8 +2,8 @@
 
 The lr grows exponentially from `min_lr` to `max_lr` over `num_steps` training steps; the loss is smoothed (an
 exponential moving average, bias-corrected) and the test stops once it exceeds `diverge` times its best. The
-range is the smoothed loss's valley (fastai's `valley`: its longest decreasing run), the suggestion two thirds
-of the way down it. Writes lr_find.png and lr_find.json. It trains a copy of the model with its own optimizer:
+range is the smoothed loss's valley (fastai's `valley`: its longest decreasing run), the suggestion halfway
+down it. Writes lr_find.png and lr_find.json. It trains a copy of the model with its own optimizer:
 the configured ones stay untouched.
 
 Options: +lr_find.num_steps=100 +lr_find.min_lr=1e-5 +lr_find.max_lr=10 +lr_find.beta=0.9 +lr_find.diverge=4
@@ -36,7 +36,7 @@ class RangeTest:
     lrs: list[float]
     losses: list[float]  # smoothed
     raw_losses: list[float]
-    suggestion: float | None  # two thirds of the way down the valley
+    suggestion: float | None  # halfway down the valley
     low: float | None  # the valley: where the smoothed loss starts falling ...
     high: float | None  # ... and where it stops
     stopped: str  # why the test ended
@@ -157,8 +157,8 @@ def batches(data):
 
 def suggest(lrs: list[float], losses: list[float]) -> tuple[float | None, float | None, float | None]:
     """fastai's `valley`: the longest stretch over which the smoothed loss keeps falling (its longest
-    decreasing subsequence); the suggestion sits two thirds of the way down it. Returns (suggestion, valley
-    start, valley bottom)."""
+    decreasing subsequence); the suggestion sits halfway down it (a third and a sixth of its steps).
+    Returns (suggestion, valley start, valley bottom)."""
     n = len(losses)
     if n < SKIP_START + 3:
         return None, None, None

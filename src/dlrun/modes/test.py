@@ -41,6 +41,7 @@ def run(cfg: DictConfig) -> dict:
         "wall_time_s": time.perf_counter() - start,
     }
     out = Path(cfg.paths.output_dir) / TEST_FILE
+    out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out, result)
     shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
     log.info("%s on %d held-out examples: %s", ", ".join(str(p) for p in paths), count, shown)
