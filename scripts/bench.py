@@ -301,13 +301,27 @@ def startup(repeats: int) -> list[tuple[str, float, float]]:
         "dl-run --help": [dl_run, "--help"],
         "dl-run model=nope (config error)": [dl_run, "model=nope"],
         "dl-run --cfg job": [dl_run, "--cfg", "job"],
+        "dl-run optim.lr=abc (value error)": [dl_run, "optim.lr=abc"],
+        "dl-run experiment=d2l/lenet data=fake mode=check": [
+            dl_run,
+            "experiment=d2l/lenet",
+            "data=fake",
+            "mode=check",
+        ],
+        "dl-run experiment=d2l/resnet18 data=fake mode=check": [
+            dl_run,
+            "experiment=d2l/resnet18",
+            "data=fake",
+            "mode=check",
+        ],
     }
     rows = []
     for label, cmd in commands.items():
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
-            subprocess.run(cmd, capture_output=True, cwd=ROOT)
+            with tempfile.TemporaryDirectory() as cwd:  # mode=check writes its run dir there
+                subprocess.run(cmd, capture_output=True, cwd=cwd)
             times.append(time.perf_counter() - start)
         times.sort()
         rows.append((label, times[0], times[len(times) // 2]))
@@ -418,7 +432,15 @@ def main() -> None:
     parser.add_argument(
         "--reuse", type=Path, help="an earlier --json file: keep its rows of the models not measured now"
     )
+    parser.add_argument(
+        "--startup-only", action="store_true", help="time the start-up commands alone and print their table"
+    )
     args = parser.parse_args()
+    if args.startup_only:
+        print("| command | fastest (s) | median (s) |\n|---|---|---|")
+        for label, fast, median in startup(args.repeats):
+            print(f"| `{label}` | {fast:.2f} | {median:.2f} |")
+        return
     if args.variant:
         print(json.dumps(measure(args.variant, args.model, args.steps or SETTINGS[args.model][3])))
         return

@@ -50,12 +50,28 @@ def trainer_node(cfg: DictConfig) -> dict:
     return node
 
 
+# The other modes: mode -> module with a run(cfg) (src/dlrun/modes/).
+MODES = {
+    "check": "dlrun.modes.check",
+    "test": "dlrun.modes.test",
+    "lr_find": "dlrun.modes.lr_find",
+    "export": "dlrun.modes.export",
+}
+
+
 def run(cfg: DictConfig) -> float | None:
     if cfg.mode in ("predict", "translate"):  # translate: predict's name for task=seq2seq
         predict(cfg)
         return None
+    if cfg.mode in MODES:
+        import importlib
+
+        importlib.import_module(MODES[cfg.mode]).run(cfg)
+        return None
     if cfg.mode != "train":
-        raise DlrunError(f"mode={cfg.mode!r} is unknown; use train, predict or translate")
+        raise DlrunError(
+            f"mode={cfg.mode!r} is unknown; use {', '.join(['train', 'predict', 'translate', *MODES])}"
+        )
     run_dir = Path(cfg.paths.output_dir)
     seed_everything(cfg.seed)
     data = build(cfg.data, "data")

@@ -1,0 +1,1 @@
+"""The modes besides train/predict: each a module with `run(cfg)` (dispatched by dlrun.run.run)."""

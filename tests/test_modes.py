@@ -1,0 +1,210 @@
+"""mode=check, test, lr_find and export on tiny models and data=fake."""
+
+import json
+
+import pytest
+import torch
+from conftest import run_cli
+from torch import nn
+
+from dlrun.errors import DlrunError
+from dlrun.run import run
+
+SMOKE = ["experiment=smoke", "logger=none", "trainer.progress_bar=false"]
+
+
+def files_under(root, pattern):
+    return sorted(p.relative_to(root) for p in root.rglob(pattern))
+
+
+# ------------------------------------------------------------------ check
+def test_check_runs_a_step_and_summarises_without_writing_a_checkpoint(compose_cfg, tmp_path, capsys):
+    """softmax regression on 28×28: Linear(784, 10) is 2·784·10 FLOPs and 7,850 parameters per example."""
+    run(compose_cfg([*SMOKE, "model=softmax_regression", "mode=check"]))
+    out = capsys.readouterr().out
+    assert "7,850 parameters (7,850 trainable)" in out
+    assert "15.68 k FLOPs per example" in out
+    assert "B×784" in out and "B×10" in out  # the Flatten and Linear output shapes
+    assert "check passed" in out and "train/loss" in out and "val/loss" in out
+    assert "activations (batch 64)" in out
+    summary = (tmp_path / "run" / "model_summary.txt").read_text()
+    assert "7,850" in summary
+    assert files_under(tmp_path, "*.ckpt") == [] and files_under(tmp_path, "metrics.json") == []
+
+
+def test_check_resnet18_shows_the_books_parameter_count(tmp_path):
+    proc = run_cli(
+        ["experiment=d2l/resnet18", "data=fake", "data.num_train=32", "data.num_val=16", "mode=check"],
+        tmp_path,
+    )
+    assert "11,178,378 parameters" in proc.stdout
+    assert "check passed" in proc.stdout
+    assert files_under(tmp_path, "*.ckpt") == []
+
+
+# ------------------------------------------------------------------ test
+@pytest.fixture
+def smoke_ckpt(compose_cfg, tmp_path):
+    """A one-epoch smoke run: (its run dir, its metrics.json)."""
+    run(compose_cfg([*SMOKE, "trainer.max_epochs=1"]))
+    run_dir = tmp_path / "run"
+    return run_dir, json.loads((run_dir / "metrics.json").read_text())
+
+
+def test_test_mode_evaluates_the_checkpoint_on_the_held_out_split(smoke_ckpt, compose_cfg, tmp_path):
+    run_dir, metrics = smoke_ckpt
+    out = tmp_path / "test_run"
+    cfg = compose_cfg([*SMOKE, "mode=test", f"ckpt_path={run_dir}"])
+    cfg.paths.output_dir = str(out)
+    run(cfg)
+    result = json.loads((out / "test_metrics.json").read_text())
+    assert result["examples"] == 128  # smoke's num_val
+    assert result["checkpoints"] == [str(run_dir / "best.ckpt")]
+    assert result["metrics"]["test/acc"] == pytest.approx(metrics["best"]["val/acc"], abs=1e-6)
+    assert result["metrics"]["test/loss"] == pytest.approx(metrics["best"]["val/loss"], rel=1e-5)
+
+
+def test_test_mode_needs_a_checkpoint(compose_cfg):
+    with pytest.raises(DlrunError, match="mode=test needs ckpt_path="):
+        run(compose_cfg([*SMOKE, "mode=test"]))
+
+
+def test_unknown_mode_lists_the_modes(compose_cfg):
+    with pytest.raises(DlrunError, match="check, test, lr_find, export"):
+        run(compose_cfg([*SMOKE, "mode=nope"]))
+
+
+# ------------------------------------------------------------------ lr_find
+def tiny_setup():
+    from functools import partial
+
+    from dlrun.data.fake import FakeImageData
+    from dlrun.engine.device import Precision
+    from dlrun.models.mlp import MLP
+    from dlrun.tasks.classification import ClassificationTask
+
+    torch.manual_seed(0)
+    data = FakeImageData(batch_size=32, num_train=256, num_val=64, size=8)
+    data.setup(torch.device("cpu"), 0)
+    model = MLP(image_size=8, hidden_sizes=[32], dropout=[0.0], init="xavier")
+    precision = Precision("32", torch.device("cpu"))
+    return model, ClassificationTask(), data, partial(torch.optim.SGD, momentum=0.9), precision
+
+
+def test_lr_range_test_grows_the_lr_stops_on_divergence_and_leaves_the_model_alone():
+    from dlrun.modes.lr_find import lr_range_test
+
+    model, task, data, optimizer, precision = tiny_setup()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = lr_range_test(model, task, data, optimizer, precision, num_steps=60, min_lr=1e-4, max_lr=1e4)
+    ratio = 1e8 ** (1 / 59)  # geometric steps from 1e-4 to 1e4 over 60 steps
+    assert all(b == pytest.approx(a * ratio) for a, b in zip(result.lrs[:-1], result.lrs[1:], strict=True))
+    assert len(result.lrs) < 60 and ("diverged" in result.stopped or "became" in result.stopped)
+    assert result.low <= result.suggestion <= result.high < result.lrs[-1]
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_valley_suggestion_lies_halfway_down_the_falling_stretch():
+    from dlrun.modes.lr_find import suggest
+
+    lrs = [10 ** (i / 10) for i in range(60)]
+    # flat, falling from index 20 to 39, then rising
+    losses = [2.0 + 0.001 * (i % 2) for i in range(20)] + [2.0 - 0.05 * i for i in range(1, 21)]
+    losses += [1.0 + 0.2 * i for i in range(1, 21)]
+    suggestion, low, high = suggest(lrs, losses)
+    assert high == lrs[39]  # the bottom
+    assert low == lrs[18]  # the last flat point above the fall starts the decreasing run
+    assert suggestion == lrs[18 + 7 + 3]  # fastai's valley: a third, and a sixth, of the way on
+
+
+def test_lr_find_mode_writes_the_plot_and_prints_the_suggestion(compose_cfg, tmp_path, capsys):
+    run(compose_cfg([*SMOKE, "mode=lr_find", "+lr_find.num_steps=30", "+lr_find.min_lr=1e-3"]))
+    out = tmp_path / "run"
+    assert (out / "lr_find.png").stat().st_size > 10_000
+    result = json.loads((out / "lr_find.json").read_text())
+    assert len(result["lrs"]) == len(result["losses"]) <= 30
+    printed = capsys.readouterr().out
+    if result["suggestion"] is not None:
+        assert f"suggested optim.lr={result['suggestion']:.3g}" in printed
+    assert files_under(tmp_path, "*.ckpt") == []
+
+
+def test_lr_find_refuses_an_unknown_option(compose_cfg):
+    with pytest.raises(DlrunError, match="lr_find.steps is not an option"):
+        run(compose_cfg([*SMOKE, "mode=lr_find", "+lr_find.steps=5"]))
+
+
+# ------------------------------------------------------------------ export
+@pytest.mark.parametrize(
+    "overrides",
+    [["model=lenet"], ["model=resnet18", "data.resize=32"]],
+    ids=["lenet", "resnet18"],
+)
+def test_exported_models_match_pytorch(overrides, compose_cfg, tmp_path):
+    """A checkpoint of the configured model; the ONNX and torch.export programs agree with it within 1e-4."""
+    pytest.importorskip("onnxruntime")
+    from dlrun.run import build, model_node
+
+    cfg = compose_cfg([*SMOKE, *overrides, "data.num_train=32", "data.num_val=16", "mode=export"])
+    torch.manual_seed(0)
+    model = build(model_node(cfg), "model")
+    # the checkpoint's weights must be what gets exported, not a fresh initialisation
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    torch.save({"model": model.state_dict()}, tmp_path / "m.ckpt")
+    cfg.ckpt_path = str(tmp_path / "m.ckpt")
+    run(cfg)
+    out = tmp_path / "run"
+    result = json.loads((out / "export.json").read_text())
+    assert result["max_abs_diff"]["onnx"] < 1e-4 and result["max_abs_diff"]["pt2"] < 1e-4
+    assert (out / "model.onnx").stat().st_size > 10_000 and (out / "model.pt2").is_file()
+    # the exported program holds the checkpoint's weights and takes other batch sizes
+    program = torch.export.load(out / "model.pt2").module()
+    size = 32 if "resnet18" in overrides[0] else 28
+    x = torch.randn(3, 1, size, size)
+    with torch.no_grad():
+        assert (program(x) - model.eval()(x)).abs().max() < 1e-4
+
+
+@torch.library.custom_op("dlrun_test::twice", mutates_args=())
+def twice(x: torch.Tensor) -> torch.Tensor:
+    return x * 2
+
+
+@twice.register_fake
+def _(x):
+    return torch.empty_like(x)
+
+
+@torch.library.custom_op("dlrun_test::opaque", mutates_args=())
+def opaque(x: torch.Tensor) -> torch.Tensor:  # no fake implementation: torch.export cannot trace it
+    return x * 2
+
+
+class Twice(nn.Module):
+    def forward(self, x):
+        return twice(x).flatten(1)
+
+
+class Opaque(nn.Module):
+    def forward(self, x):
+        return opaque(x).flatten(1)
+
+
+@pytest.mark.parametrize(
+    "model, exporter, operator",
+    [(Twice(), "torch.onnx", "dlrun_test.twice"), (Opaque(), "torch.export", "dlrun_test::opaque")],
+)
+def test_an_unexportable_model_names_the_operator(model, exporter, operator, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from dlrun.modes.export import export_model
+
+    with pytest.raises(DlrunError, match=f"{exporter} cannot export .*operator {operator} stopped it"):
+        export_model(model, torch.randn(2, 1, 4, 4), tmp_path)
+
+
+def test_export_refuses_data_without_images(compose_cfg, tmp_path):
+    cfg = compose_cfg(["experiment=d2l/linear_regression", "mode=export", f"ckpt_path={tmp_path}"])
+    with pytest.raises(DlrunError, match="mode=export exports image models"):
+        run(cfg)
