@@ -217,3 +217,8 @@ def test_cli_pretrains_and_logs_both_losses(text_file, tmp_path):
         assert math.isfinite(final[name]), name
     assert final["train/loss"] == pytest.approx(final["train/mlm_loss"] + final["train/nsp_loss"], rel=1e-5)
     assert final["train/mlm_loss"] > 0 and final["train/nsp_loss"] > 0
+
+
+def test_out_of_range_options_give_one_line(text_file):
+    with pytest.raises(DlrunError, match="data.max_len=2 must be >= 5"):
+        TextParagraphsData(text_file, max_len=2)

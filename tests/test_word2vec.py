@@ -224,3 +224,8 @@ def test_cli_trains_exports_and_predicts(corpus, tmp_path):
         [*predict[:-3], "task.query=[dragon]", f"hydra.run.dir={tmp_path / 'p2'}"], cwd=tmp_path, check=False
     )
     assert proc.returncode != 0 and "'dragon' is not in the vocabulary" in proc.stdout + proc.stderr
+
+
+def test_out_of_range_options_give_one_line(corpus):
+    with pytest.raises(DlrunError, match="data.num_noise_words=0 must be >= 1"):
+        PTBWord2VecData(corpus.parent.parent, num_noise_words=0)

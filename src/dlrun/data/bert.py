@@ -159,6 +159,8 @@ class BertPretrainData(DataModule):
         source: str = "text",
     ):
         super().__init__(batch_size)
+        if max_len < 5 or min_freq < 1:  # the config check reads these only where a subclass names them
+            raise DlrunError(f"data.max_len={max_len} must be >= 5 and data.min_freq={min_freq} >= 1")
         self.train_paragraphs = [p for p in train if len(p) >= 2]
         self.val_paragraphs = [p for p in val or [] if len(p) >= 2]
         if not self.train_paragraphs:

@@ -90,6 +90,15 @@ class Word2VecData(DataModule):
         freeze_embeddings: bool = False,
     ):
         super().__init__(batch_size)
+        # the config check reads the annotations only where a subclass names them; check here as well
+        for name, value, low in (
+            ("min_freq", min_freq, 1),
+            ("max_window_size", max_window_size, 1),
+            ("num_noise_words", num_noise_words, 1),
+            ("subsample_t", subsample_t, 0),
+        ):
+            if value < low:
+                raise DlrunError(f"data.{name}={value} must be >= {low}")
         self.path = Path(path)
         self.max_window_size, self.num_noise, self.t, self.redraw = (
             max_window_size,
