@@ -38,6 +38,13 @@ COMPANIONS: dict[str, list[str]] = {
     **{f"model={name}": ["data=fra_eng", "task=seq2seq"] for name in ("seq2seq", "bahdanau", "transformer")},
     "data=kernel_regression": ["task=regression", "model=nadaraya_watson"],
     "model=nadaraya_watson": ["data=kernel_regression", "task=regression"],
+    "data=ptb_word2vec": ["model=skip_gram", "task=word2vec"],
+    "model=skip_gram": ["data=ptb_word2vec", "task=word2vec"],
+    "task=word2vec": ["data=ptb_word2vec", "model=skip_gram"],
+    **{f"data={name}": ["model=bert", "task=bert_pretrain"] for name in ("ptb_bert", "wikitext2")},
+    "data=paragraphs": ["model=bert", "task=bert_pretrain", "data.path=corpus.txt"],
+    "model=bert": ["data=ptb_bert", "task=bert_pretrain"],
+    "task=bert_pretrain": ["data=ptb_bert", "model=bert"],
 }
 
 
