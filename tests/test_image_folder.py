@@ -13,6 +13,9 @@ from dlrun.data.folders import ImageFolderData
 from dlrun.data.sampling import EpochBatchSampler
 from dlrun.errors import DlrunError
 
+# torchvision 0.29 points to TorchCodec on every image it encodes or decodes
+pytestmark = pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")
+
 CLASSES = ("cat", "dog", "eel")
 
 

@@ -1,11 +1,16 @@
+import logging
+from pathlib import Path
 from typing import Annotated, Literal
 
+import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from dlrun.errors import DlrunError
 from dlrun.ranges import Min
 from dlrun.tasks.base import Task
+
+log = logging.getLogger("dlrun")
 
 
 def head_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -63,3 +68,19 @@ class ClassificationTask(Task):
         if count == 0:
             return {}
         return {"loss": sums["loss"] / count, "acc": sums["correct"] / count}
+
+    @torch.inference_mode()
+    def predict(self, model: nn.Module, data, run_dir: Path) -> Path:
+        """mode=predict: class probabilities for the data's test images, written by the data module in its
+        competition's format (run_dir/submission.csv)."""
+        if not hasattr(data, "test_loader") or not hasattr(data, "write_submission"):
+            raise DlrunError(
+                f"{type(data).__name__} has no test set to predict (use data=kaggle_cifar10 or kaggle_dog)"
+            )
+        model.eval()
+        probs = [F.softmax(model(x).float(), dim=1).cpu() for x, _ in data.test_loader()]
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        path = data.write_submission(torch.cat(probs), run_dir / "submission.csv")
+        log.info("wrote %d predictions to %s", sum(len(p) for p in probs), path)
+        return path
