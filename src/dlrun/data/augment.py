@@ -53,7 +53,7 @@ class Augment:
     def sample(self, image: Tensor, train: bool, key: int) -> Tensor:
         """One (C, H, W) float image through the train (seeded by key) or test pipeline, then common."""
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(key)
+            torch.default_generator.manual_seed(key)
             for transform in self.pipeline(train):
                 image = transform(image)
         return image
@@ -93,7 +93,7 @@ class Augment:
         out = []
         for image, key in zip(x, keys, strict=True):
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(key)
+                torch.default_generator.manual_seed(key)
                 out.append(t(image))
         return torch.stack(out)
 
