@@ -3,6 +3,7 @@
 import os
 import time
 from datetime import datetime
+from pathlib import Path
 
 from omegaconf import OmegaConf
 
@@ -38,6 +39,13 @@ def _run_stamp(pattern: str = "%Y-%m-%d_%H-%M-%S") -> str:
     return f"{datetime.fromtimestamp(when).strftime(pattern)}_{run_id}"
 
 
+def _class_count(folder: str) -> int:
+    """${class_count:DIR}: the number of class folders in DIR (0 when DIR is missing: the data module then
+    says so in one line), so that model.num_classes follows an image folder's classes."""
+    path = Path(folder)
+    return sum(1 for p in path.iterdir() if p.is_dir()) if path.is_dir() else 0
+
+
 def _rank_zero(value, other=None):
     """${rank_zero:A,B}: A in a single process and on rank 0 of a torchrun job, B on the other ranks."""
     return value if env_rank() == 0 else other
@@ -50,6 +58,7 @@ def register() -> None:
         "run_id": lambda: run_stamp()[1],
         "run_stamp": _run_stamp,
         "rank_zero": _rank_zero,
+        "class_count": _class_count,
     }.items():
         if not OmegaConf.has_resolver(name):
             # The stamp is cached in the config, like Hydra's ${now:}: the jobs that a launcher runs in other

@@ -1,5 +1,6 @@
 import torch
 
+from dlrun.data.augment import Augment
 from dlrun.data.images import InMemoryImageData
 from dlrun.ranges import BatchSize, OptionalBatchSize
 
@@ -23,8 +24,9 @@ class FakeImageData(InMemoryImageData):
         seed: int = 0,
         val_batch_size: OptionalBatchSize = None,
         on_device: bool = False,
+        augment: Augment | None = None,
     ):
-        super().__init__(batch_size, channels, num_classes, size, resize, val_batch_size, on_device)
+        super().__init__(batch_size, channels, num_classes, size, resize, val_batch_size, on_device, augment)
         generator = torch.Generator().manual_seed(seed)
         # Smooth class patterns (random 4x4 grids, upsampled) that any model, conv or dense, can tell apart.
         coarse = (torch.rand(num_classes, channels, 4, 4, generator=generator) > 0.5).float()

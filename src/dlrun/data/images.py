@@ -3,6 +3,7 @@
 from torch import Tensor
 from torch.nn import functional as F
 
+from dlrun.data.augment import Augment
 from dlrun.data.in_memory import InMemoryData
 from dlrun.errors import DlrunError
 from dlrun.ranges import BatchSize, OptionalBatchSize
@@ -18,9 +19,11 @@ class InMemoryImageData(InMemoryData):
         resize: int | None = None,
         val_batch_size: OptionalBatchSize = None,
         on_device: bool = False,
+        augment: Augment | None = None,
     ):
         super().__init__(batch_size, val_batch_size, on_device)
         self.channels, self.num_classes, self.size, self.resize = channels, num_classes, size, resize
+        self.augment = augment
 
     def check(self, name: str) -> None:
         """Compare the loaded tensors with what the config promised the model."""
@@ -42,3 +45,9 @@ class InMemoryImageData(InMemoryData):
                 x, size=(self.resize, self.resize), mode="bilinear", antialias=True, align_corners=False
             )
         return x
+
+    def train_augment(self, x: Tensor, key: int) -> Tensor:
+        return x if self.augment is None else self.augment.batch(x, train=True, key=key)
+
+    def val_augment(self, x: Tensor, key: int) -> Tensor:
+        return x if self.augment is None else self.augment.batch(x, train=False, key=key)

@@ -6,13 +6,16 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from dlrun.data.augment import mix
 from dlrun.data.base import DataModule
 from dlrun.data.sampling import EpochBatchSampler
 from dlrun.errors import DlrunError
 
 
 class TensorBatches:
-    """Iterates (x, y) batches of in-memory tensors; `transform` runs on whole batches on the device."""
+    """Iterates (x, y) batches of in-memory tensors; `transform` runs on whole batches on the device, then
+    `augment(x, key)` (training batches: random; held-out: deterministic), the key derived from (seed,
+    epoch, batch index, rank) alone, so a resumed run augments its batches as an uninterrupted one would."""
 
     def __init__(
         self,
@@ -21,19 +24,26 @@ class TensorBatches:
         sampler: EpochBatchSampler,
         device: torch.device,
         transform: Callable[[Tensor], Tensor] | None = None,
+        augment: Callable[[Tensor, int], Tensor] | None = None,
     ):
         self.x, self.y, self.sampler, self.device, self.transform = x, y, sampler, device, transform
+        self.augment = augment
 
     def __len__(self) -> int:
         return len(self.sampler)
 
     def __iter__(self):
         non_blocking = self.device.type == "cuda"
-        for idx in self.sampler:
+        s = self.sampler
+        for index, idx in enumerate(s, start=s.skip):
             idx = idx.to(self.x.device)
             x = self.x[idx].to(self.device, non_blocking=non_blocking)
             y = self.y[idx].to(self.device, non_blocking=non_blocking)
-            yield (self.transform(x) if self.transform else x), y
+            if self.transform:
+                x = self.transform(x)
+            if self.augment:
+                x = self.augment(x, mix(s.seed, s.epoch, index, s.rank))
+            yield x, y
 
 
 class InMemoryData(DataModule):
@@ -55,6 +65,14 @@ class InMemoryData(DataModule):
         self.on_device = on_device
 
     def transform(self, x: Tensor) -> Tensor:
+        return x
+
+    def train_augment(self, x: Tensor, key: int) -> Tensor:
+        """Training batches only, after `transform`: random augmentation seeded by the batch's key."""
+        return x
+
+    def val_augment(self, x: Tensor, key: int) -> Tensor:
+        """Held-out batches, after `transform`: the augmentation's deterministic part (e.g. Normalize)."""
         return x
 
     def setup(self, device: torch.device, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
@@ -98,11 +116,13 @@ class InMemoryData(DataModule):
 
     def train_loader(self, epoch: int = 0, skip: int = 0) -> TensorBatches:
         sampler = self.train_sampler(len(self.y_train), epoch, skip)
-        return TensorBatches(self.x_train, self.y_train, sampler, self.device, self.transform)
+        return TensorBatches(
+            self.x_train, self.y_train, sampler, self.device, self.transform, self.train_augment
+        )
 
     def val_loader(self) -> TensorBatches:
         sampler = self.val_sampler(len(self.y_val))
-        return TensorBatches(self.x_val, self.y_val, sampler, self.device, self.transform)
+        return TensorBatches(self.x_val, self.y_val, sampler, self.device, self.transform, self.val_augment)
 
 
 def check_finite(tensor: Tensor, name: str) -> None:

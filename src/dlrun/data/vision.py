@@ -1,4 +1,5 @@
-"""torchvision's MNIST-format datasets (MNIST, FashionMNIST, KMNIST, ...), read once into memory."""
+"""torchvision's MNIST-format datasets (MNIST, FashionMNIST, KMNIST, ...) and CIFAR-10/100, read once into
+memory."""
 
 import logging
 from pathlib import Path
@@ -6,6 +7,7 @@ from pathlib import Path
 import torch
 import torchvision
 
+from dlrun.data.augment import Augment
 from dlrun.data.images import InMemoryImageData
 from dlrun.errors import DlrunError, first_line
 from dlrun.ranges import BatchSize, OptionalBatchSize
@@ -22,8 +24,12 @@ def open_torchvision(dataset: str, root: str | Path, train: bool, download: bool
         return cls(root=str(root), train=train, download=False)
     except RuntimeError:
         pass
-    raw = Path(root) / dataset / "raw"
-    expected = ", ".join(Path(url).name.removesuffix(".gz") for url, _ in cls.resources)
+    if hasattr(cls, "resources"):  # the MNIST family: <root>/<dataset>/raw/
+        raw = Path(root) / dataset / "raw"
+        expected = ", ".join(Path(url).name.removesuffix(".gz") for url, _ in cls.resources)
+    else:  # CIFAR-10/100: <root>/cifar-10-batches-py/ or the archive
+        raw = Path(root) / cls.base_folder
+        expected = f"{cls.base_folder}/ or {cls.filename}, from {cls.url}"
     where = f"{dataset} not found in {raw.resolve()} (expected {expected})"
     if not download:
         raise DlrunError(f"{where}; set data.download=true or put the files there") from None
@@ -34,7 +40,7 @@ def open_torchvision(dataset: str, root: str | Path, train: bool, download: bool
         reason = first_line(err)
         raise DlrunError(
             f"{where}, and downloading failed ({reason}); copy the files there, or point "
-            f"DLRUN_DATA_DIR (paths.data_dir) at a folder that holds {dataset}/raw/"
+            f"DLRUN_DATA_DIR (paths.data_dir) at a folder that holds {raw.name}/"
         ) from None
 
 
@@ -51,8 +57,9 @@ class TorchvisionImageData(InMemoryImageData):
         download: bool = True,
         val_batch_size: OptionalBatchSize = None,
         on_device: bool = False,
+        augment: Augment | None = None,
     ):
-        super().__init__(batch_size, channels, num_classes, size, resize, val_batch_size, on_device)
+        super().__init__(batch_size, channels, num_classes, size, resize, val_batch_size, on_device, augment)
         train = open_torchvision(dataset, root, train=True, download=download)
         test = open_torchvision(dataset, root, train=False, download=download)
         self.x_train, self.y_train = self._tensors(train)
@@ -64,4 +71,6 @@ class TorchvisionImageData(InMemoryImageData):
         x = torch.as_tensor(ds.data)
         if x.ndim == 3:
             x = x.unsqueeze(1)
+        elif x.shape[-1] in (1, 3):  # CIFAR: N, H, W, C
+            x = x.permute(0, 3, 1, 2)
         return x.contiguous(), torch.as_tensor(ds.targets, dtype=torch.long)

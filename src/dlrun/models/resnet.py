@@ -1,3 +1,5 @@
+from typing import Literal
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -34,7 +36,9 @@ class Residual(nn.Module):
 class ResNet(nn.Sequential):
     """ResNet as in the book (8.6): stem, four stages of residual blocks at 64/128/256/512 channels (each
     stage after the first halves the resolution), global average pool, one linear layer. `stages` is the
-    number of blocks per stage: (2, 2, 2, 2) is ResNet-18, (3, 4, 6, 3) ResNet-34."""
+    number of blocks per stage: (2, 2, 2, 2) is ResNet-18, (3, 4, 6, 3) ResNet-34. `stem="cifar"` is the
+    book's small-image variant (13.1, `d2l.resnet18(10, 3)`): a 3x3 stride-1 convolution, BN, ReLU, no
+    max-pool."""
 
     def __init__(
         self,
@@ -43,16 +47,22 @@ class ResNet(nn.Sequential):
         image_size: int = 96,
         stages=(2, 2, 2, 2),
         init: str = "xavier",
+        stem: Literal["imagenet", "cifar"] = "imagenet",
     ):
         if len(stages) != len(WIDTHS) or min(stages) < 1:
             raise DlrunError(f"model.stages={list(stages)}: give four block counts >= 1, e.g. [2, 2, 2, 2]")
-        stem = nn.Sequential(
-            nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3),
-            nn.BatchNorm2d(64),
-            nn.ReLU(),
-            nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
-        )
-        blocks = [stem]
+        if stem == "cifar":
+            first = nn.Sequential(
+                nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1), nn.BatchNorm2d(64), nn.ReLU()
+            )
+        else:
+            first = nn.Sequential(
+                nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3),
+                nn.BatchNorm2d(64),
+                nn.ReLU(),
+                nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
+            )
+        blocks = [first]
         channels = 64
         for i, (num_blocks, width) in enumerate(zip(stages, WIDTHS, strict=True)):
             stride = 1 if i == 0 else 2

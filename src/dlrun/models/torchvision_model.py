@@ -1,5 +1,8 @@
 """Any torchvision classification architecture by name, adapted to the data's channels and classes."""
 
+from pathlib import Path
+from typing import Literal
+
 import torch
 import torchvision
 from torch import nn
@@ -51,14 +54,32 @@ def _load(name: str, weights: str | None, num_classes: int, image_size: int) -> 
             f"model.weights={weights!r} is unknown for {name}; choose one of DEFAULT, {valid}"
         ) from None
     except (ValueError, OSError, RuntimeError) as err:
+        cached = weights_file(name, weights)
+        if cached is not None and not cached.is_file():
+            raise DlrunError(
+                f"model.weights={weights}: {name}'s pretrained weights are not cached ({cached}) and "
+                f"downloading them failed ({first_line(err)}); copy the file there (TORCH_HOME sets the "
+                "folder) or train from scratch with model.weights=null"
+            ) from None
         raise DlrunError(f"model {name} (weights={weights}): {first_line(err)}") from None
+
+
+def weights_file(name: str, weights: str) -> Path | None:
+    """Where torch.hub keeps the file of a torchvision weights name (None: no such weights)."""
+    try:
+        enum = torchvision.models.get_model_weights(name)
+        entry = getattr(enum, weights) if weights == "DEFAULT" else enum[weights]
+    except (KeyError, AttributeError, ValueError):
+        return None
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(entry.url).name
 
 
 class TorchvisionModel(nn.Module):
     """torchvision.models.get_model(name, weights=...) with the first convolution taking `in_channels` and
     the classifier giving `num_classes`. Pretrained first-layer filters are summed over RGB and shared
     evenly by the new channels (a grey image then looks like its RGB copy); a replaced classifier starts
-    from scratch."""
+    from scratch (`head_init=xavier`: the book's Xavier-uniform weights). Fine-tuning (book 13.2):
+    `freeze=true` trains the head alone; `head_parameters()` is what `task.head_lr_mult` speeds up."""
 
     def __init__(
         self,
@@ -68,6 +89,8 @@ class TorchvisionModel(nn.Module):
         image_size: int = 224,
         weights: str | None = None,
         init: str = "default",
+        head_init: Literal["default", "xavier"] = "default",
+        freeze: bool = False,
     ):
         super().__init__()
         if weights and init != "default":
@@ -101,6 +124,18 @@ class TorchvisionModel(nn.Module):
             _replace(self.net, last_name, head)
         if not weights:
             init_weights(self, init)
+        self.head_name = last_name
+        if head_init == "xavier":
+            head = self.net.get_submodule(last_name)
+            nn.init.xavier_uniform_(head.weight)
+        if freeze:
+            body = {id(p) for p in self.head_parameters()}
+            for param in self.parameters():
+                param.requires_grad_(id(param) in body)
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """The classifier's parameters (the layer replaced for num_classes)."""
+        return list(self.net.get_submodule(self.head_name).parameters())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
