@@ -38,6 +38,9 @@ COMPANIONS: dict[str, list[str]] = {
     **{f"model={name}": ["data=fra_eng", "task=seq2seq"] for name in ("seq2seq", "bahdanau", "transformer")},
     "data=kernel_regression": ["task=regression", "model=nadaraya_watson"],
     "model=nadaraya_watson": ["data=kernel_regression", "task=regression"],
+    **{f"data={name}": ["task=detection", "model=tiny_ssd"] for name in ("banana", "fmnist_detection")},
+    "model=tiny_ssd": ["task=detection", "data=fmnist_detection"],
+    "task=detection": ["data=fmnist_detection", "model=tiny_ssd"],
 }
 
 
@@ -77,10 +80,13 @@ def test_every_option_composes_and_resolves(compose_cfg, group, option):
 # Models with a `???` key (vocab_size, in_features) get it from the data at run time: text and tabular
 # models. Every other model but the GANs classifies images.
 GENERATIVE = ("gan", "dcgan")
+NOT_CLASSIFIERS = GENERATIVE + ("tiny_ssd",)  # detection, segmentation and style models: their own tests
 IMAGE_MODELS = [
     o
     for g, o in OPTIONS
-    if g == "model" and o not in GENERATIVE and "???" not in (CONF_DIR / "model" / f"{o}.yaml").read_text()
+    if g == "model"
+    and o not in NOT_CLASSIFIERS
+    and "???" not in (CONF_DIR / "model" / f"{o}.yaml").read_text()
 ]
 
 
