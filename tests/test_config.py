@@ -41,6 +41,9 @@ COMPANIONS: dict[str, list[str]] = {
     **{f"data={name}": ["task=detection", "model=tiny_ssd"] for name in ("banana", "fmnist_detection")},
     "model=tiny_ssd": ["task=detection", "data=fmnist_detection"],
     "task=detection": ["data=fmnist_detection", "model=tiny_ssd"],
+    **{f"data={name}": ["task=segmentation", "model=fcn"] for name in ("voc_seg", "fmnist_segmentation")},
+    "model=fcn": ["task=segmentation", "data=fmnist_segmentation"],
+    "task=segmentation": ["data=fmnist_segmentation", "model=fcn"],
 }
 
 
@@ -80,7 +83,10 @@ def test_every_option_composes_and_resolves(compose_cfg, group, option):
 # Models with a `???` key (vocab_size, in_features) get it from the data at run time: text and tabular
 # models. Every other model but the GANs classifies images.
 GENERATIVE = ("gan", "dcgan")
-NOT_CLASSIFIERS = GENERATIVE + ("tiny_ssd",)  # detection, segmentation and style models: their own tests
+NOT_CLASSIFIERS = GENERATIVE + (
+    "tiny_ssd",
+    "fcn",
+)  # detection, segmentation and style models: their own tests
 IMAGE_MODELS = [
     o
     for g, o in OPTIONS
