@@ -44,6 +44,9 @@ COMPANIONS: dict[str, list[str]] = {
     **{f"data={name}": ["task=segmentation", "model=fcn"] for name in ("voc_seg", "fmnist_segmentation")},
     "model=fcn": ["task=segmentation", "data=fmnist_segmentation"],
     "task=segmentation": ["data=fmnist_segmentation", "model=fcn"],
+    "data=style_images": ["task=style_transfer", "model=style_vgg"],
+    "model=style_vgg": ["task=style_transfer", "data=style_images"],
+    "task=style_transfer": ["data=style_images", "model=style_vgg"],
 }
 
 
