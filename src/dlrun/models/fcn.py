@@ -3,12 +3,14 @@
 the class maps back to the input size, initialised to bilinear upsampling."""
 
 import logging
+from typing import Annotated
 
 import torch
 import torchvision
 from torch import Tensor, nn
 
 from dlrun.errors import DlrunError, first_line
+from dlrun.ranges import OneOf
 
 log = logging.getLogger("dlrun")
 
@@ -41,7 +43,12 @@ def resnet18_body(weights: str | None) -> list[nn.Module]:
 
 
 class FCN(nn.Sequential):
-    def __init__(self, num_classes: int = 21, weights: str | None = "DEFAULT"):
+    def __init__(
+        self,
+        num_classes: int = 21,
+        weights: str | None = "DEFAULT",
+        in_channels: Annotated[int, OneOf(3)] = 3,
+    ):
         super().__init__(*resnet18_body(weights))
         self.add_module("final_conv", nn.Conv2d(512, num_classes, kernel_size=1))
         self.add_module(
