@@ -45,6 +45,15 @@ COMPANIONS: dict[str, list[str]] = {
     "data=paragraphs": ["model=bert", "task=bert_pretrain", "data.path=corpus.txt"],
     "model=bert": ["data=ptb_bert", "task=bert_pretrain"],
     "task=bert_pretrain": ["data=ptb_bert", "model=bert"],
+    **{f"data={name}": ["task=detection", "model=tiny_ssd"] for name in ("banana", "fmnist_detection")},
+    "model=tiny_ssd": ["task=detection", "data=fmnist_detection"],
+    "task=detection": ["data=fmnist_detection", "model=tiny_ssd"],
+    **{f"data={name}": ["task=segmentation", "model=fcn"] for name in ("voc_seg", "fmnist_segmentation")},
+    "model=fcn": ["task=segmentation", "data=fmnist_segmentation"],
+    "task=segmentation": ["data=fmnist_segmentation", "model=fcn"],
+    "data=style_images": ["task=style_transfer", "model=style_vgg"],
+    "model=style_vgg": ["task=style_transfer", "data=style_images"],
+    "task=style_transfer": ["data=style_images", "model=style_vgg"],
 }
 
 
@@ -84,10 +93,13 @@ def test_every_option_composes_and_resolves(compose_cfg, group, option):
 # Models with a `???` key (vocab_size, in_features) get it from the data at run time: text and tabular
 # models. Every other model but the GANs classifies images.
 GENERATIVE = ("gan", "dcgan")
+NOT_CLASSIFIERS = GENERATIVE + ("tiny_ssd", "fcn", "style_vgg")  # their own tests
 IMAGE_MODELS = [
     o
     for g, o in OPTIONS
-    if g == "model" and o not in GENERATIVE and "???" not in (CONF_DIR / "model" / f"{o}.yaml").read_text()
+    if g == "model"
+    and o not in NOT_CLASSIFIERS
+    and "???" not in (CONF_DIR / "model" / f"{o}.yaml").read_text()
 ]
 
 
