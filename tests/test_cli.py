@@ -188,9 +188,9 @@ def test_cfg_job_and_info(tmp_path):
     assert not (tmp_path / "outputs").exists()  # neither ran anything
 
 
-def test_predict_mode_needs_a_checkpoint_and_a_task_that_predicts(smoke_run, tmp_path):
+def test_predict_mode_needs_a_checkpoint_and_data_to_predict(smoke_run, tmp_path):
     proc = run_cli([*SMOKE, "mode=predict"], tmp_path, check=False)
     assert proc.returncode == 2 and "error: mode=predict needs ckpt_path=" in proc.stderr
     _, run_dir, _ = smoke_run
     proc = run_cli([*SMOKE, "mode=predict", f"ckpt_path={run_dir}"], tmp_path, check=False)
-    assert proc.returncode == 2 and "has no predict mode" in proc.stderr
+    assert proc.returncode == 2 and "error: FakeImageData has no test set to predict" in proc.stderr

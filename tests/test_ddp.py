@@ -180,6 +180,7 @@ def test_two_gloo_processes_train_as_one_with_the_same_global_batch(tmp_path):
         ".hydra",
         ".lock",
         "best.ckpt",
+        "config_tree.txt",
         "curves.png",
         "dlrun.log",
         "last.ckpt",

@@ -171,7 +171,7 @@ def test_bf16_mixed_autocasts_on_cpu_and_trains(tmp_path, fit_mlp):
 def test_precision_and_device_errors_are_clear(monkeypatch):
     with pytest.raises(DlrunError, match="16-mixed needs a CUDA device"):
         Precision("16-mixed", torch.device("cpu"))
-    with pytest.raises(DlrunError, match="choose one of 32, bf16-mixed, 16-mixed"):
+    with pytest.raises(DlrunError, match="use one of 32, bf16-mixed, 16-mixed"):
         Precision("8-bit", torch.device("cpu"))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
