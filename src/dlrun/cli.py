@@ -35,13 +35,12 @@ def in_sweep() -> bool:
 def record_failed_job(cfg: DictConfig, err: Exception) -> None:
     """A sweep job that failed before its trainer wrote metrics.json (a bad value) still gets one, so that
     summary.csv lists it."""
-    from dlrun.engine.summary import METRICS_FILE, RunSummary, write_json
-    from dlrun.errors import first_line
+    from dlrun.engine.summary import METRICS_FILE, RunSummary, failed, write_json
 
     path = Path(cfg.paths.output_dir) / METRICS_FILE
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        summary = RunSummary(status=f"failed: {first_line(err)}", run_dir=str(path.parent))
+        summary = RunSummary(status=failed(err), run_dir=str(path.parent))
         write_json(path, summary.to_dict())
 
 

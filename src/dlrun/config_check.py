@@ -55,6 +55,7 @@ EXTERNAL_RANGES: dict[str, dict[str, tuple]] = {
         "matmul_precision": (OneOf("highest", "high", "medium"),),
         "accumulate_grad_batches": (Min(1),),
         "checkpoint_every_n_epochs": (Min(1),),
+        "check_val_every_n_epoch": (Min(1),),
         "log_every_n_steps": (Min(1),),
         "gradient_clip_val": NON_NEGATIVE,
         "limit_train_batches": NON_NEGATIVE,

@@ -19,6 +19,7 @@ The built-in ones below are what every run has: the NaN watch with step logging,
 throughput timing and curves.png.
 """
 
+import logging
 import math
 import time
 
@@ -27,6 +28,8 @@ import torch
 from dlrun.engine.curves import CurvePlotter
 from dlrun.engine.progress import Progress
 from dlrun.errors import NonFiniteLossError
+
+log = logging.getLogger("dlrun")
 
 EVENTS = (
     "on_fit_start",
@@ -228,3 +231,42 @@ class Curves(Callback):
 
     def on_fit_end(self, trainer, status):
         self.plotter.update(trainer.state.history, final=True)
+
+
+class TimeToTarget(Callback):
+    """trainer.target_metric: the first epoch, and the training time, at which the monitored metric reached
+    the target (in metrics.json as `reached_target`): runs compared on what users care about."""
+
+    def __init__(self, monitor, target: float | None):
+        self.monitor, self.target = monitor, target
+        self.reached: dict | None = None
+        self.train_time = 0.0
+
+    def on_validation_end(self, trainer, epoch, metrics):
+        self.train_time += metrics.get("time/epoch_s", 0.0)
+        value = metrics.get(self.monitor.metric)
+        if self.target is None or self.reached or value is None:
+            return
+        if self.monitor.better(value, self.target) or value == self.target:
+            self.reached = {"target": float(self.target), "epoch": epoch, "time_s": self.train_time}
+            log.info(
+                "%s reached %g at epoch %d after %.1f s",
+                self.monitor.metric,
+                self.target,
+                epoch,
+                self.train_time,
+            )
+
+
+def builtin(trainer) -> list[Callback]:
+    """What every run has (in this order): the NaN watch and step logging, progress, throughput, the time to
+    trainer.target_metric, and curves.png (rank 0). The trainer keeps the two its summary reads."""
+    trainer.throughput = Throughput()
+    trainer.target = TimeToTarget(trainer.monitor, trainer.target_metric)
+    callbacks = [
+        LossWatch(trainer.log_every),
+        ProgressDisplay(trainer.progress),
+        trainer.throughput,
+        trainer.target,
+    ]
+    return callbacks + ([Curves(trainer.curves_log_scale)] if trainer.draw_curves else [])

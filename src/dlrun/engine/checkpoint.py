@@ -158,13 +158,13 @@ class CheckpointSaver:
         self._flush_best()
         return True
 
-    def interrupted(self) -> Path | None:
-        """Ctrl-C / SIGTERM: last.ckpt where the run stands (the last optimizer step), plus a pending best."""
+    def interrupted(self, epoch: int, step: int) -> None:
+        """A stop signal: last.ckpt where the run stands (the last optimizer step), plus a pending best."""
         if not (self.enabled and self.is_main):
-            return None
+            return
         save_atomic(self.snapshot(), self.last)
         self._flush_best()
-        return self.last
+        log.warning("interrupted at epoch %d, step %d; resume with %s", epoch, step, self.resume_hint())
 
     def _flush_best(self) -> None:
         if self._best_pending is not None:
@@ -328,6 +328,19 @@ RESUMABLE_CHANGES = (
 )
 
 
+def refuse_config_changes(path: Path, saved_yaml: str | None, current_yaml: str | None, allowed) -> None:
+    """trainer.allow_config_changes: true (anything), or a list of key prefixes that may differ."""
+    if allowed is True:
+        return
+    changed = config_changes(saved_yaml, current_yaml, allowed or ())
+    if changed:
+        keys = ",".join(c.split(" ", 1)[0] for c in changed)
+        raise DlrunError(
+            f"{path} was trained with another config: {'; '.join(changed)}. Resume with the same settings, "
+            f"or accept the change with 'trainer.allow_config_changes=[{keys}]'"
+        )
+
+
 def config_changes(saved_yaml: str | None, current_yaml: str | None, allowed=()) -> list[str]:
     """The dotted keys whose values differ between a checkpoint's config and today's, except RESUMABLE_CHANGES
     and `allowed` (prefixes)."""
@@ -353,3 +366,44 @@ def config_changes(saved_yaml: str | None, current_yaml: str | None, allowed=())
         if saved.get(key, "<absent>") != now.get(key, "<absent>"):
             differ.append(f"{key} ({saved.get(key, '<absent>')!r} -> {now.get(key, '<absent>')!r})")
     return differ
+
+
+# ------------------------------------------------------------------------- a trainer's state
+def snapshot(trainer) -> dict:
+    """Everything a resumed run needs to continue exactly where `trainer` stands (the last optimizer step)."""
+    from dataclasses import asdict
+
+    from dlrun import __version__
+
+    return {
+        "model": trainer.model.state_dict(),
+        **trainer.optimization.state_dict(),
+        "state": asdict(trainer.state),
+        "train_sums": trainer._sums_at_step.state_dict() if trainer.state.batch_in_epoch else None,
+        "rng": rng_state(),
+        "config": trainer.config_yaml,
+        # what the weights mean beyond the model config, e.g. a text vocabulary (checked by predict)
+        "data": trainer.data.checkpoint_state(),
+        "dlrun_version": __version__,
+    }
+
+
+def restore(trainer, path: Path) -> None:
+    """Load a snapshot into `trainer` (after refusing a changed config), and lock the run it continues."""
+    ckpt = load(path)
+    refuse_config_changes(path, ckpt.get("config"), trainer.config_yaml, trainer.allow_config_changes)
+    load_model_weights(trainer.model, ckpt["model"], path, "resume with the run's config")
+    trainer.optimization.load_state_dict(ckpt)
+    trainer.state = type(trainer.state)(**ckpt["state"])
+    # Mid-epoch sums are rank 0's share (DDP): rank 0 carries them on, the other ranks start from zero.
+    if ckpt["train_sums"] is not None and trainer.dist.is_main:
+        trainer.train_sums.load_state_dict(ckpt["train_sums"], trainer.device)
+    set_rng_state(ckpt["rng"])
+    trainer.resumed_from = str(path)
+    source = Path(path).parent
+    if trainer.dist.is_main and source.resolve() != trainer.run_dir.resolve():
+        trainer.lock.acquire(source, "it is being continued")  # one continuation per run
+        remove_stale_temp_files(source)
+    state = trainer.state
+    where = f"epoch {state.epoch}" + (f", batch {state.batch_in_epoch}" if state.batch_in_epoch else "")
+    log.info("resumed from %s (%s, step %d)", path, where, state.global_step)

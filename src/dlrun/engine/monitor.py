@@ -103,3 +103,10 @@ class EarlyStopping:
             "best_epoch": best_epoch,
             "patience": self.patience,
         }
+
+    def explain(self, stop: dict) -> str:
+        return (
+            f"early stopping at epoch {stop['epoch']}: {stop['monitor']} ({stop['mode']}) has not improved "
+            f"by more than {self.min_delta:g} for {stop['patience']} epochs; best {stop['best']:.4g} at "
+            f"epoch {stop['best_epoch']}"
+        )

@@ -33,7 +33,16 @@ def limited(total: int, limit: int | float) -> int:
 
 
 def check_trainer_options(
-    max_epochs, max_steps, limit_train_batches, limit_val_batches, accumulate, clip_val, clip_algorithm
+    max_epochs,
+    max_steps,
+    limit_train_batches,
+    limit_val_batches,
+    accumulate,
+    clip_val,
+    clip_algorithm,
+    log_every=50,
+    val_every=1,
+    checkpoint_every=None,
 ) -> dict:
     if clip_algorithm not in ("norm", "value"):
         raise DlrunError(f"trainer.gradient_clip_algorithm={clip_algorithm!r}; use norm or value")
@@ -53,4 +62,12 @@ def check_trainer_options(
         "limit_val_batches": batch_limit(limit_val_batches, "trainer.limit_val_batches", 0),
         "accumulate": whole(accumulate, "trainer.accumulate_grad_batches", 1),
         "clip_val": None if clip_val is None else float(clip_val),
+        "log_every": whole(log_every, "trainer.log_every_n_steps", 1),
+        # Validation every n epochs (always at the last one); checkpoints at the same cadence unless told.
+        "val_every": whole(val_every, "trainer.check_val_every_n_epoch", 1),
+        "checkpoint_every": whole(
+            val_every if checkpoint_every is None else checkpoint_every,
+            "trainer.checkpoint_every_n_epochs",
+            1,
+        ),
     }

@@ -65,3 +65,18 @@ def compile_model(model: nn.Module, spec) -> nn.Module:
         return torch.compile(model, **kwargs)
     except TypeError as err:
         raise DlrunError(f"trainer.compile={spec}: {err}") from None
+
+
+def prepare_model(model: nn.Module, device: torch.device, dist, compile_spec, channels_last: bool):
+    """(model on the device, what the training steps run, what validation runs).
+
+    The steps run the model or its compiled wrapper (checkpoints save the plain model); under DDP they run
+    (compiled) DDP(model), while validation runs without the DDP wrapper, which could sync buffers while
+    the ranks' validation shards differ in length."""
+    model = model.to(device)
+    if channels_last:
+        channels_last_model(model)
+    eval_model = step_model = compile_model(model, compile_spec)
+    if dist.ddp:
+        step_model = compile_model(dist.wrap(model, device), compile_spec)
+    return model, step_model, eval_model

@@ -3,6 +3,7 @@ checkpoint, and at its end (`completed`, `interrupted`, `stopped early`, `failed
 
 import json
 import logging
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,7 @@ class RunSummary:
     best_ckpt: str | None = None
     resumed_from: str | None = None
     stopped_early: dict | None = None
+    reached_target: dict | None = None  # trainer.target_metric: {target, epoch, time_s} when first reached
     pid: int | None = None
     history: list = field(default_factory=list)
 
@@ -61,3 +63,39 @@ def read_summary(path: Path) -> dict | None:
         log.warning("%s holds a JSON %s, not a run summary; ignoring that run", path, type(obj).__name__)
         return None
     return obj
+
+
+def summarize(trainer, status: str, wall_time: float) -> dict:
+    """The trainer's state as the metrics.json record."""
+    best_ckpt = trainer.saver.best
+    return RunSummary(
+        status=status,
+        epochs=trainer.state.epoch,
+        global_step=trainer.state.global_step,
+        monitor=trainer.monitor.metric,
+        best=trainer.state.best,
+        final=dict(trainer.state.history[-1]) if trainer.state.history else {},
+        num_params=trainer.num_params,
+        wall_time_s=wall_time,
+        train_examples_per_s=trainer.throughput.examples_per_s,
+        device=str(trainer.device),
+        world_size=trainer.dist.world_size,
+        precision=trainer.precision.name,
+        compile=bool(trainer.compile),
+        channels_last=trainer.channels_last,
+        run_dir=str(trainer.run_dir),
+        best_ckpt=str(best_ckpt) if best_ckpt.is_file() else None,
+        resumed_from=trainer.resumed_from,
+        stopped_early=trainer.stopped_early,
+        reached_target=trainer.target.reached,
+        pid=os.getpid(),
+        history=trainer.state.history,
+    ).to_dict()
+
+
+def failed(err: BaseException) -> str:
+    """The status of a run that raised: `failed: <one line>` (a DlrunError's own words, else the type too)."""
+    from dlrun.errors import DlrunError, first_line
+
+    why = first_line(err) if isinstance(err, DlrunError) else f"{type(err).__name__}: {first_line(err)}"
+    return f"failed: {why}"

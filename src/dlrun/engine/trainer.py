@@ -7,36 +7,28 @@ and early stopping to `monitor`, and logging, the NaN watch, progress, timing an
 """
 
 import logging
-import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from dlrun import __version__
+from dlrun.engine import callbacks as cbs
 from dlrun.engine import checkpoint as ckpt_io
 from dlrun.engine import distributed
-from dlrun.engine.callbacks import Callback, Callbacks, Curves, LossWatch, ProgressDisplay, Throughput
 from dlrun.engine.contracts import FitContext, check_data_module
 from dlrun.engine.device import Precision
 from dlrun.engine.interrupts import StopSignals
 from dlrun.engine.metrics import MetricSums
 from dlrun.engine.monitor import EarlyStopping, Monitor
 from dlrun.engine.optimization import Optimization
-from dlrun.engine.options import check_trainer_options, limited, whole
+from dlrun.engine.options import check_trainer_options, limited
 from dlrun.engine.progress import Progress
 from dlrun.engine.seed import set_deterministic
-from dlrun.engine.speed import (
-    channels_last_batch,
-    channels_last_model,
-    compile_model,
-    set_matmul_precision,
-    set_num_threads,
-)
-from dlrun.engine.summary import METRICS_FILE, RunSummary, write_json
-from dlrun.errors import DlrunError, NonFiniteLossError, first_line
+from dlrun.engine.speed import channels_last_batch, prepare_model, set_matmul_precision, set_num_threads
+from dlrun.engine.summary import METRICS_FILE, failed, summarize, write_json
+from dlrun.errors import DlrunError, NonFiniteLossError
 from dlrun.loggers.base import NullLogger
 
 log = logging.getLogger("dlrun")
@@ -68,7 +60,9 @@ class Trainer:
         log_every_n_steps: int = 50,
         progress_bar: bool = True,
         checkpoint: bool = True,
-        checkpoint_every_n_epochs: int = 1,
+        checkpoint_every_n_epochs: int | None = None,
+        check_val_every_n_epoch: int = 1,
+        target_metric: float | None = None,
         resume: str | None = None,
         allow_config_changes: bool | list[str] = (),
         monitor: str | None = "val/loss",
@@ -82,7 +76,7 @@ class Trainer:
         num_threads: int | None = None,
         strategy: str = "auto",
         ddp_backend: str = "auto",
-        callbacks: list[Callback] | None = None,
+        callbacks: list[cbs.Callback] | None = None,
     ):
         opts = check_trainer_options(
             max_epochs,
@@ -92,6 +86,9 @@ class Trainer:
             accumulate_grad_batches,
             gradient_clip_val,
             gradient_clip_algorithm,
+            log_every_n_steps,
+            check_val_every_n_epoch,
+            checkpoint_every_n_epochs,
         )
         # single: this process alone; ddp: one of torchrun's processes (dlrun.engine.distributed).
         self.dist, self.device = distributed.setup(strategy, ddp_backend, device)
@@ -104,10 +101,11 @@ class Trainer:
         self.accumulate = opts["accumulate"]
         self.clip_val, self.clip_algorithm = opts["clip_val"], gradient_clip_algorithm
         self.deterministic = deterministic
-        self.log_every = whole(log_every_n_steps, "trainer.log_every_n_steps", 1)
+        self.log_every, self.val_every = opts["log_every"], opts["val_every"]
         self.progress = Progress(progress_bar and self.dist.is_main)
         self.save_checkpoints = checkpoint and not self.fast_dev_run
-        self.checkpoint_every = whole(checkpoint_every_n_epochs, "trainer.checkpoint_every_n_epochs", 1)
+        self.checkpoint_every = opts["checkpoint_every"]  # with validation, unless told
+        self.target_metric = target_metric
         self.resume, self.allow_config_changes = resume, allow_config_changes
         self.monitor = Monitor(monitor, monitor_mode)
         self.early_stopping = EarlyStopping(**dict(early_stopping or {}))
@@ -152,42 +150,30 @@ class Trainer:
             self.lock.release()
 
     def _fit(self, model, task, data, optimizer, scheduler, interval, logger, runs_root, seed) -> dict:
-        self.model = model.to(self.device)
-        if self.channels_last:
-            channels_last_model(self.model)
-        # What runs the steps: the model itself, or its compiled wrapper (checkpoints save self.model).
-        self.step_model = compile_model(self.model, self.compile)
-        # Under DDP the training steps run (compiled) DDP(model); validation runs without the DDP wrapper,
-        # which could sync buffers while the ranks' validation shards differ in length.
-        self.eval_model = self.step_model
-        if self.dist.ddp:
-            self.step_model = compile_model(self.dist.wrap(self.model, self.device), self.compile)
+        # model: what checkpoints save; step_model: what trains (compiled, DDP); eval_model: what validates
+        self.model, self.step_model, self.eval_model = prepare_model(
+            model, self.device, self.dist, self.compile, self.channels_last
+        )
         self.task, self.data = task, data
         if not task.automatic_optimization and self.accumulate > 1:
             raise DlrunError(
                 f"{type(task).__name__} runs its own updates; set trainer.accumulate_grad_batches=1"
             )
         optimizers, schedulers = task.configure_optimizers(self.model, optimizer, scheduler)
-        self.optimization = Optimization(
-            optimizers,
-            schedulers,
-            interval,
-            self.precision,
-            self.clip_val,
-            self.clip_algorithm,
-            self.accumulate,
-        )
+        steps = (self.precision, self.clip_val, self.clip_algorithm, self.accumulate)
+        self.optimization = Optimization(optimizers, schedulers, interval, *steps)
         quiet = logger is None or self.fast_dev_run or not self.dist.is_main  # under DDP only rank 0 logs
         self.logger = NullLogger() if quiet else logger
         self.state, self.train_sums = TrainState(), MetricSums()
         self.resumed_from = self.stopped_early = None
         self.saver = ckpt_io.CheckpointSaver(
-            self.run_dir, self._checkpoint, self.save_checkpoints, self.checkpoint_every, self.dist.is_main
+            self.run_dir,
+            lambda: ckpt_io.snapshot(self),
+            self.save_checkpoints,
+            self.checkpoint_every,
+            self.dist.is_main,
         )
-        self.throughput = Throughput()
-        builtin = [LossWatch(self.log_every), ProgressDisplay(self.progress), self.throughput]
-        curves = [Curves(self.curves_log_scale)] if self.draw_curves else []
-        self.callbacks = Callbacks(builtin + curves + self.user_callbacks)
+        self.callbacks = cbs.Callbacks(cbs.builtin(self) + self.user_callbacks)
         self.ctx = FitContext(self.run_dir, self.logger, data, 0, self.dist.is_main)
         self.num_params = sum(p.numel() for p in self.model.parameters())
         self.dist.setup_data(data, self.device, seed)
@@ -197,15 +183,13 @@ class Trainer:
         resume_path = ckpt_io.resolve_resume(self.resume, self.run_dir, root) if self.dist.is_main else None
         resume_path = self.dist.broadcast(resume_path)
         if resume_path is not None:
-            self._load(resume_path)
+            ckpt_io.restore(self, resume_path)
             if self._finished():
+                where = f"epoch {self.state.epoch} (step {self.state.global_step})"
                 log.info(
-                    "%s is already complete at epoch %d (step %d); raise trainer.max_epochs to train on",
-                    resume_path,
-                    self.state.epoch,
-                    self.state.global_step,
+                    "%s is already complete at %s; raise trainer.max_epochs to train on", resume_path, where
                 )
-                return self._summary("already complete", 0.0)
+                return summarize(self, "already complete", 0.0)
         self._sums_at_step = self.train_sums.snapshot()
         self.logger.log_config(self.config_yaml or "")
         start, status = time.perf_counter(), "running"
@@ -228,14 +212,11 @@ class Trainer:
             status = "failed: non-finite loss"
             raise
         except Exception as err:
-            why = (
-                first_line(err) if isinstance(err, DlrunError) else f"{type(err).__name__}: {first_line(err)}"
-            )
-            status = f"failed: {why}"
+            status = failed(err)
             raise
         finally:
             self.callbacks.on_fit_end(self, status)
-            self.summary = self._summary(status, time.perf_counter() - start)
+            self.summary = summarize(self, status, time.perf_counter() - start)
             self._write_summary(status, self.summary["wall_time_s"])
             if status == "completed":
                 best = {"best/" + k: v for k, v in (self.state.best or {}).items() if k.startswith("val/")}
@@ -259,7 +240,10 @@ class Trainer:
         self.epoch_examples = self.dist.sum(self._epoch_examples)
         metrics = {f"train/{k}": v for k, v in self.task.compute(sums, count).items()}
         self.callbacks.on_train_epoch_end(self, epoch, metrics)
-        metrics |= {f"val/{k}": v for k, v in self._validate().items()}
+        last = epoch >= self.max_epochs or 0 < self.max_steps <= self.state.global_step
+        validated = epoch % self.val_every == 0 or last
+        if validated:
+            metrics |= {f"val/{k}": v for k, v in self._validate().items()}
         self.optimization.end_epoch()
         metrics["lr"] = lr
         self.callbacks.on_validation_end(self, epoch, metrics)
@@ -267,24 +251,16 @@ class Trainer:
         self.state.epoch, self.state.batch_in_epoch, self.ctx.epoch = epoch, 0, epoch
         self.train_sums = MetricSums()
         self.state.history.append({"epoch": epoch, "step": self.state.global_step} | metrics)
-        self.state.best, improved = self.monitor.update(self.state.best, epoch, metrics)
+        improved = False
+        if validated:  # best epoch and early stopping count validated epochs only
+            self.state.best, improved = self.monitor.update(self.state.best, epoch, metrics)
         self.logger.log_metrics(metrics, step=epoch)
         self.callbacks.on_epoch_end(self, epoch, metrics)
         self.task.on_epoch_end(self.model, self.ctx)
-        self.stopped_early = self.early_stopping.check(self.state.history, self.monitor)
+        if validated:
+            self.stopped_early = self.early_stopping.check(self.state.history, self.monitor)
         if self.stopped_early:
-            stop = self.stopped_early
-            log.info(
-                "early stopping at epoch %d: %s (%s) has not improved by more than %g for %d epochs; "
-                "best %.4g at epoch %d",
-                epoch,
-                stop["monitor"],
-                stop["mode"],
-                self.early_stopping.min_delta,
-                stop["patience"],
-                stop["best"],
-                stop["best_epoch"],
-            )
+            log.info(self.early_stopping.explain(self.stopped_early))
         if self.saver.epoch_end(epoch, improved, self._finished()):
             self._write_summary("running", 0.0)
         self.signals.check()
@@ -307,13 +283,9 @@ class Trainer:
                 batch = channels_last_batch(batch)
             boundary = micro + 1 == self.accumulate or index + 1 == self.epoch_batches
             with self.dist.no_sync(self.step_model, boundary):  # DDP all-reduces grads at the boundary
-                with self.precision.autocast():
-                    if manual:
-                        loss, stats, count = self.task.training_step(
-                            self.step_model, batch, self.optimization
-                        )
-                    else:
-                        loss, stats, count = self.task.training_step(self.step_model, batch)
+                with self.precision.autocast():  # a manual task gets the optimizers to step itself
+                    extra = (self.optimization,) if manual else ()
+                    loss, stats, count = self.task.training_step(self.step_model, batch, *extra)
                 if not manual:
                     self.optimization.backward(loss)
             self.train_sums.add(stats, count)
@@ -350,48 +322,6 @@ class Trainer:
         return self.task.compute(*self.dist.read_sums(sums))  # under DDP each rank validated its shard
 
     # ---------------------------------------------------------- checkpoints
-    def _checkpoint(self) -> dict:
-        return {
-            "model": self.model.state_dict(),
-            **self.optimization.state_dict(),
-            "state": asdict(self.state),
-            "train_sums": self._sums_at_step.state_dict() if self.state.batch_in_epoch else None,
-            "rng": ckpt_io.rng_state(),
-            "config": self.config_yaml,
-            # what the weights mean beyond the model config, e.g. a text vocabulary (checked by predict)
-            "data": self.data.checkpoint_state(),
-            "dlrun_version": __version__,
-        }
-
-    def _load(self, path: Path) -> None:
-        ckpt = ckpt_io.load(path)
-        if self.allow_config_changes is not True:
-            changed = ckpt_io.config_changes(
-                ckpt.get("config"), self.config_yaml, self.allow_config_changes or ()
-            )
-            if changed:
-                keys = ",".join(c.split(" ", 1)[0] for c in changed)
-                raise DlrunError(
-                    f"{path} was trained with another config: {'; '.join(changed)}. Resume with the same "
-                    f"settings, or accept the change with 'trainer.allow_config_changes=[{keys}]'"
-                )
-        ckpt_io.load_model_weights(self.model, ckpt["model"], path, "resume with the run's config")
-        self.optimization.load_state_dict(ckpt)
-        self.state = TrainState(**ckpt["state"])
-        # Mid-epoch sums are rank 0's share (DDP): rank 0 carries them on, the other ranks start from zero.
-        if ckpt["train_sums"] is not None and self.dist.is_main:
-            self.train_sums.load_state_dict(ckpt["train_sums"], self.device)
-        ckpt_io.set_rng_state(ckpt["rng"])
-        self.resumed_from = str(path)
-        source = Path(path).parent
-        if self.dist.is_main and source.resolve() != self.run_dir.resolve():
-            self.lock.acquire(source, "it is being continued")  # one continuation per run
-            ckpt_io.remove_stale_temp_files(source)
-        where = f"epoch {self.state.epoch}" + (
-            f", batch {self.state.batch_in_epoch}" if self.state.batch_in_epoch else ""
-        )
-        log.info("resumed from %s (%s, step %d)", path, where, self.state.global_step)
-
     def _on_interrupt(self) -> None:
         if not self.dist.is_main:
             return
@@ -403,40 +333,9 @@ class Trainer:
         except NonFiniteLossError:
             log.warning("interrupted after a non-finite loss; last.ckpt left as it was")
             return
-        self.saver.interrupted()
-        log.warning(
-            "interrupted at epoch %d, step %d; resume with %s",
-            self.state.epoch + 1,
-            self.state.global_step,
-            self.saver.resume_hint(),
-        )
+        self.saver.interrupted(self.state.epoch + 1, self.state.global_step)
 
     # --------------------------------------------------------------- output
-    def _summary(self, status: str, wall_time: float) -> dict:
-        best_ckpt = self.run_dir / ckpt_io.BEST
-        return RunSummary(
-            status=status,
-            epochs=self.state.epoch,
-            global_step=self.state.global_step,
-            monitor=self.monitor.metric,
-            best=self.state.best,
-            final=dict(self.state.history[-1]) if self.state.history else {},
-            num_params=self.num_params,
-            wall_time_s=wall_time,
-            train_examples_per_s=self.throughput.examples_per_s,
-            device=str(self.device),
-            world_size=self.dist.world_size,
-            precision=self.precision.name,
-            compile=bool(self.compile),
-            channels_last=self.channels_last,
-            run_dir=str(self.run_dir),
-            best_ckpt=str(best_ckpt) if best_ckpt.is_file() else None,
-            resumed_from=self.resumed_from,
-            stopped_early=self.stopped_early,
-            pid=os.getpid(),
-            history=self.state.history,
-        ).to_dict()
-
     def _write_summary(self, status: str, wall_time: float) -> None:
         if self.dist.is_main:
-            write_json(self.run_dir / METRICS_FILE, self._summary(status, wall_time))
+            write_json(self.run_dir / METRICS_FILE, summarize(self, status, wall_time))
