@@ -2,22 +2,10 @@
 always; best epoch and early stopping on validated epochs; the time to a target metric."""
 
 import pytest
+from test_engine import RecordCheckpoints as SeesCheckpoints
 
 from dlrun.engine import checkpoint as ckpt_io
 from dlrun.errors import DlrunError
-from dlrun.tasks.classification import ClassificationTask
-
-
-class SeesCheckpoints(ClassificationTask):
-    """Notes, at each epoch's end, which epoch last.ckpt on disk holds (written after this hook)."""
-
-    def __init__(self, run_dir):
-        super().__init__()
-        self.run_dir, self.seen = run_dir, []
-
-    def on_epoch_end(self, model, ctx):
-        last = self.run_dir / "last.ckpt"
-        self.seen.append(ckpt_io.load(last)["state"]["epoch"] if last.is_file() else None)
 
 
 def test_validation_and_checkpoints_every_n_epochs_and_always_at_the_end(tmp_path, fit_mlp):

@@ -216,15 +216,10 @@ def checkpoints_for_prediction(path: Path) -> list[Path]:
 
 def predict(cfg: DictConfig) -> None:
     """mode=predict: load ckpt_path's weights into the configured model and let the task predict."""
-    from dlrun.engine import checkpoint
     from dlrun.engine.device import select_device
-    from dlrun.models.ensemble import Ensemble
+    from dlrun.modes.common import checkpoint_model, checkpoint_paths
 
-    if not cfg.get("ckpt_path"):
-        raise DlrunError(
-            f"mode={cfg.mode} needs ckpt_path=<run dir or .ckpt file> (a trained run's best.ckpt)"
-        )
-    paths = checkpoints_for_prediction(Path(cfg.ckpt_path))
+    checkpoint_paths(cfg)
     task = build(cfg.task, "task")
     if not hasattr(task, "predict"):
         raise DlrunError(f"task {cfg.task._target_} has no predict mode")
@@ -232,16 +227,7 @@ def predict(cfg: DictConfig) -> None:
     device = select_device(cfg.trainer.device)
     data = build(cfg.data, "data")
     data.setup(device, cfg.seed)
-    models = []
-    for path in paths:
-        ckpt = checkpoint.load(path)
-        check_data_state(data, ckpt.get("data"), path)
-        model = build(model_node(cfg), "model", **data.model_kwargs)
-        checkpoint.load_model_weights(
-            model, ckpt["model"], path, "use the same model options as the run that wrote it"
-        )
-        models.append(model)
-    model = (models[0] if len(models) == 1 else Ensemble(models)).to(device).eval()
+    model, paths = checkpoint_model(cfg, data, device)
     log.info("predicting with %s", ", ".join(str(p) for p in paths))
     task.predict(model, data, Path(cfg.paths.output_dir))
 

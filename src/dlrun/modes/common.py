@@ -12,17 +12,22 @@ from dlrun.run import build, check_data_state, checkpoints_for_prediction, model
 log = logging.getLogger("dlrun")
 
 
+def checkpoint_paths(cfg: DictConfig) -> list[Path]:
+    """ckpt_path resolved (before any data is loaded, so a missing one is said at once)."""
+    if not cfg.get("ckpt_path"):
+        raise DlrunError(
+            f"mode={cfg.mode} needs ckpt_path=<run dir or .ckpt file> (a trained run's best.ckpt)"
+        )
+    return checkpoints_for_prediction(Path(cfg.ckpt_path))
+
+
 def checkpoint_model(cfg: DictConfig, data, device: torch.device) -> tuple[torch.nn.Module, list[Path]]:
     """ckpt_path's weights (a .ckpt, a run dir's best.ckpt, a K-fold run's refit or folds: their ensemble) in
     the configured model, on `device`, in eval mode; resolved as mode=predict resolves it."""
     from dlrun.engine import checkpoint
     from dlrun.models.ensemble import Ensemble
 
-    if not cfg.get("ckpt_path"):
-        raise DlrunError(
-            f"mode={cfg.mode} needs ckpt_path=<run dir or .ckpt file> (a trained run's best.ckpt)"
-        )
-    paths = checkpoints_for_prediction(Path(cfg.ckpt_path))
+    paths = checkpoint_paths(cfg)
     models = []
     for path in paths:
         ckpt = checkpoint.load(path)
