@@ -47,13 +47,12 @@ class Progress:
             self.bar = None
 
     def epoch_line(self, epoch: int, max_epochs: int, metrics: dict[str, float]) -> None:
-        log.info(
-            "epoch %*d/%d | train %s | val %s | %.0f ex/s | %.1fs",
-            len(str(max_epochs)),
-            epoch,
-            max_epochs,
-            format_metrics(metrics, "train/"),
-            format_metrics(metrics, "val/"),
-            metrics.get("throughput/train_examples_per_s", 0.0),
-            metrics.get("time/epoch_s", 0.0),
-        )
+        """`epoch 3/10 | train loss .. acc .. | val loss .. acc .. | 1234 ex/s | 2.0s` (no val part in epochs
+        without validation)."""
+        parts = [f"epoch {epoch:{len(str(max_epochs))}d}/{max_epochs}"]
+        parts += [
+            f"{split} {text}" for split in ("train", "val") if (text := format_metrics(metrics, f"{split}/"))
+        ]
+        parts.append(f"{metrics.get('throughput/train_examples_per_s', 0.0):.0f} ex/s")
+        parts.append(f"{metrics.get('time/epoch_s', 0.0):.1f}s")
+        log.info(" | ".join(parts))
