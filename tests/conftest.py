@@ -25,14 +25,15 @@ def _quiet_threads():
 
 @pytest.fixture
 def compose_cfg(tmp_path):
-    """compose(overrides) -> the config dl-run would build, Hydra's runtime keys set (output dir = tmp)."""
+    """compose(overrides, output_dir=None) -> the config dl-run would build, Hydra's runtime keys set
+    (output dir: `output_dir`, else <tmp>/run)."""
 
-    def _compose(overrides=()):
+    def _compose(overrides=(), output_dir=None):
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
         with open_dict(cfg):
-            cfg.hydra.runtime.output_dir = str(tmp_path / "run")
+            cfg.hydra.runtime.output_dir = str(output_dir or tmp_path / "run")
             cfg.hydra.job.num = 0
         HydraConfig.instance().set_config(cfg)
         return cfg
@@ -42,10 +43,13 @@ def compose_cfg(tmp_path):
 
 
 @pytest.fixture
-def fit_mlp():
-    """fit_mlp(run_dir, **options) -> (summary, trainer): a small dropout MLP on fake 8x8 images, trained by
-    the engine directly (no Hydra). Options: task, dropout, optimizer, scheduler, interval, num_train,
-    batch_size, model; the rest go to the Trainer."""
+def fit_run():
+    """fit_run(run_dir, **options) -> (summary, trainer): train with the engine directly (no Hydra).
+
+    By default a small dropout MLP on fake 8x8 images with SGD lr 0.5; `model` and `data` (instances, or
+    factories called after seeding), `task`, `optimizer`, `scheduler`, `interval`, `seed` replace them; the
+    MLP takes `dropout`, the fake images `num_train` and `batch_size`; every other option goes to the
+    Trainer."""
     from functools import partial
 
     from dlrun.data.fake import FakeImageData
@@ -57,6 +61,8 @@ def fit_mlp():
     def fit(
         run_dir,
         *,
+        model=None,
+        data=None,
         task=None,
         dropout=(0.2, 0.5),
         optimizer=None,
@@ -65,15 +71,16 @@ def fit_mlp():
         num_train=256,
         batch_size=32,
         config_yaml=None,
+        seed=0,
         **trainer_kwargs,
     ):
         seed_everything(0)
-        data = FakeImageData(batch_size=batch_size, num_train=num_train, num_val=64, size=8)
-        model = MLP(image_size=8, hidden_sizes=[32, 32], dropout=list(dropout), init="xavier")
-        kwargs = (
-            dict(device="cpu", progress_bar=False, monitor="val/acc", monitor_mode="max") | trainer_kwargs
-        )
-        trainer = Trainer(**kwargs)
+        data = data() if callable(data) else data
+        data = data or FakeImageData(batch_size=batch_size, num_train=num_train, num_val=64, size=8)
+        model = model() if callable(model) and not isinstance(model, torch.nn.Module) else model
+        model = model or MLP(image_size=8, hidden_sizes=[32, 32], dropout=list(dropout), init="xavier")
+        options = dict(device="cpu", progress_bar=False, monitor="val/acc", monitor_mode="max")
+        trainer = Trainer(**(options | trainer_kwargs))
         summary = trainer.fit(
             model,
             task or ClassificationTask(),
@@ -82,7 +89,7 @@ def fit_mlp():
             scheduler,
             interval,
             run_dir=run_dir,
-            seed=0,
+            seed=seed,
             config_yaml=config_yaml,
         )
         return summary, trainer

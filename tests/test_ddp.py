@@ -9,11 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONF_DIR
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 
 from dlrun import resolvers
 from dlrun.data.fake import FakeImageData
@@ -135,21 +130,11 @@ def torchrun(args, cwd):
     return proc
 
 
-def single_run(overrides, out: Path) -> Path:
-    """The same config in this process (no torchrun), written to `out` (as conftest's compose_cfg)."""
+def single_run(compose_cfg, overrides, out: Path) -> Path:
+    """The same config in this process (no torchrun), written to `out`."""
     from dlrun.run import run
 
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
-        with open_dict(cfg):
-            cfg.hydra.runtime.output_dir = str(out)
-            cfg.hydra.job.num = 0
-        HydraConfig.instance().set_config(cfg)
-        run(cfg)
-    finally:
-        GlobalHydra.instance().clear()
+    run(compose_cfg(overrides, output_dir=out))
     return out
 
 
@@ -165,7 +150,7 @@ def history(run_dir: Path) -> list[dict]:
     ]
 
 
-def test_two_gloo_processes_train_as_one_with_the_same_global_batch(tmp_path):
+def test_two_gloo_processes_train_as_one_with_the_same_global_batch(tmp_path, compose_cfg):
     work = tmp_path / "work"
     work.mkdir()
     proc = torchrun([*RUN, "trainer.max_epochs=2", "trainer.strategy=ddp"], work)
@@ -191,7 +176,7 @@ def test_two_gloo_processes_train_as_one_with_the_same_global_batch(tmp_path):
     assert "DDP: 2 processes, backend gloo" in log_text
     assert all(not k.startswith("module.") for k in weights(ddp))  # the unwrapped model's state_dict
 
-    single = single_run([*RUN, "trainer.max_epochs=2", "logger=none"], tmp_path / "single2")
+    single = single_run(compose_cfg, [*RUN, "trainer.max_epochs=2", "logger=none"], tmp_path / "single2")
     for name, value in weights(single).items():
         torch.testing.assert_close(weights(ddp)[name], value, rtol=1e-5, atol=1e-6)
     for got, want in zip(history(ddp), history(single), strict=True):
@@ -201,7 +186,7 @@ def test_two_gloo_processes_train_as_one_with_the_same_global_batch(tmp_path):
     resume = [f"trainer.resume={ddp}", "logger=none", "trainer.curves=false"]  # fewer imports: faster
     torchrun([*RUN, "trainer.max_epochs=3", *resume], work)  # strategy=auto: ddp under torchrun
     resumed = next(p for p in (work / "outputs" / "ddp").iterdir() if p != ddp)
-    single = single_run([*RUN, "trainer.max_epochs=3", "logger=none"], tmp_path / "single3")
+    single = single_run(compose_cfg, [*RUN, "trainer.max_epochs=3", "logger=none"], tmp_path / "single3")
     for name, value in weights(single).items():
         torch.testing.assert_close(weights(resumed)[name], value, rtol=1e-5, atol=1e-6)
     assert history(resumed)[-1] == pytest.approx(history(single)[-1], rel=1e-5, abs=1e-6)

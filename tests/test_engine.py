@@ -27,10 +27,10 @@ def step_lr(optimizer):
     return torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
 
 
-def test_resume_after_epoch_2_matches_uninterrupted_4_epochs(tmp_path, fit_mlp):
-    full, _ = fit_mlp(tmp_path / "full", max_epochs=4, scheduler=step_lr)
-    fit_mlp(tmp_path / "first", max_epochs=2, scheduler=step_lr)
-    resumed, _ = fit_mlp(
+def test_resume_after_epoch_2_matches_uninterrupted_4_epochs(tmp_path, fit_run):
+    full, _ = fit_run(tmp_path / "full", max_epochs=4, scheduler=step_lr)
+    fit_run(tmp_path / "first", max_epochs=2, scheduler=step_lr)
+    resumed, _ = fit_run(
         tmp_path / "resumed", max_epochs=4, scheduler=step_lr, resume=str(tmp_path / "first" / "last.ckpt")
     )
     assert resumed["epochs"] == 4 and resumed["global_step"] == full["global_step"]
@@ -53,30 +53,30 @@ class InterruptAt(ClassificationTask):
         return super().training_step(model, batch)
 
 
-def test_ctrl_c_mid_epoch_leaves_a_checkpoint_that_resumes_exactly(tmp_path, fit_mlp):
-    full, _ = fit_mlp(tmp_path / "full", max_epochs=3)
+def test_ctrl_c_mid_epoch_leaves_a_checkpoint_that_resumes_exactly(tmp_path, fit_run):
+    full, _ = fit_run(tmp_path / "full", max_epochs=3)
     with pytest.raises(KeyboardInterrupt):
-        fit_mlp(tmp_path / "cut", max_epochs=3, task=InterruptAt(8 + 5))  # 8 batches/epoch: cut in epoch 2
+        fit_run(tmp_path / "cut", max_epochs=3, task=InterruptAt(8 + 5))  # 8 batches/epoch: cut in epoch 2
     cut = ckpt_io.load(tmp_path / "cut" / "last.ckpt")
     assert cut["state"]["epoch"] == 1 and cut["state"]["batch_in_epoch"] == 4
     metrics = (tmp_path / "cut" / "metrics.json").read_text()
     assert '"status": "interrupted"' in metrics
-    resumed, _ = fit_mlp(tmp_path / "resumed", max_epochs=3, resume=str(tmp_path / "cut"))
+    resumed, _ = fit_run(tmp_path / "resumed", max_epochs=3, resume=str(tmp_path / "cut"))
     assert final(resumed) == pytest.approx(final(full), rel=1e-6)
 
 
-def test_resume_auto_finds_the_unfinished_run(tmp_path, fit_mlp):
+def test_resume_auto_finds_the_unfinished_run(tmp_path, fit_run):
     with pytest.raises(KeyboardInterrupt):
-        fit_mlp(tmp_path / "runs" / "a", max_epochs=2, task=InterruptAt(10))
-    summary, _ = fit_mlp(tmp_path / "runs" / "b", max_epochs=2, resume="auto")
+        fit_run(tmp_path / "runs" / "a", max_epochs=2, task=InterruptAt(10))
+    summary, _ = fit_run(tmp_path / "runs" / "b", max_epochs=2, resume="auto")
     assert summary["resumed_from"] == str(tmp_path / "runs" / "a" / "last.ckpt")
     # a finished run is not picked up again
-    summary, _ = fit_mlp(tmp_path / "runs" / "c", max_epochs=2, resume="auto")
+    summary, _ = fit_run(tmp_path / "runs" / "c", max_epochs=2, resume="auto")
     assert summary["resumed_from"] is None
 
 
-def test_checkpoints_hold_everything_needed(tmp_path, fit_mlp):
-    summary, _ = fit_mlp(tmp_path, max_epochs=2, scheduler=step_lr)
+def test_checkpoints_hold_everything_needed(tmp_path, fit_run):
+    summary, _ = fit_run(tmp_path, max_epochs=2, scheduler=step_lr)
     ckpt = ckpt_io.load(tmp_path / "last.ckpt")
     assert {"model", "optimizers", "schedulers", "scaler", "state", "rng", "config"} <= set(ckpt)
     assert ckpt["state"]["epoch"] == 2 and ckpt["schedulers"]["default"]["last_epoch"] == 2
@@ -85,18 +85,18 @@ def test_checkpoints_hold_everything_needed(tmp_path, fit_mlp):
     assert not list(tmp_path.glob(".*.tmp"))  # no temp files left behind
 
 
-def test_fast_dev_run_trains_one_batch_and_writes_no_checkpoint(tmp_path, fit_mlp):
-    summary, _ = fit_mlp(tmp_path, max_epochs=5, fast_dev_run=True)
+def test_fast_dev_run_trains_one_batch_and_writes_no_checkpoint(tmp_path, fit_run):
+    summary, _ = fit_run(tmp_path, max_epochs=5, fast_dev_run=True)
     assert summary["epochs"] == 1 and summary["global_step"] == 1
     assert not (tmp_path / "last.ckpt").exists()
 
 
-def test_limits_and_max_steps(tmp_path, fit_mlp):
-    summary, _ = fit_mlp(tmp_path / "a", max_epochs=2, limit_train_batches=3)
+def test_limits_and_max_steps(tmp_path, fit_run):
+    summary, _ = fit_run(tmp_path / "a", max_epochs=2, limit_train_batches=3)
     assert summary["global_step"] == 6
-    summary, _ = fit_mlp(tmp_path / "b", max_epochs=2, limit_train_batches=0.5)
+    summary, _ = fit_run(tmp_path / "b", max_epochs=2, limit_train_batches=0.5)
     assert summary["global_step"] == 8
-    summary, _ = fit_mlp(tmp_path / "c", max_epochs=10, max_steps=5)
+    summary, _ = fit_run(tmp_path / "c", max_epochs=10, max_steps=5)
     assert summary["global_step"] == 5 and summary["epochs"] == 1
 
 
@@ -114,13 +114,13 @@ class RecordingSGD(torch.optim.SGD):
 
 
 @pytest.mark.parametrize("algorithm, bound", [("norm", 0.05), ("value", 0.001)])
-def test_gradient_clipping_bounds_the_gradient(tmp_path, algorithm, bound, fit_mlp):
+def test_gradient_clipping_bounds_the_gradient(tmp_path, algorithm, bound, fit_run):
     RecordingSGD.norms, RecordingSGD.maxima = [], []
-    fit_mlp(tmp_path / "free", max_epochs=1, optimizer=partial(RecordingSGD, lr=0.5))
+    fit_run(tmp_path / "free", max_epochs=1, optimizer=partial(RecordingSGD, lr=0.5))
     unclipped = RecordingSGD.norms if algorithm == "norm" else RecordingSGD.maxima
     assert max(unclipped) > bound  # the bound really bites
     RecordingSGD.norms, RecordingSGD.maxima = [], []
-    fit_mlp(
+    fit_run(
         tmp_path / "clipped",
         max_epochs=1,
         optimizer=partial(RecordingSGD, lr=0.5),
@@ -131,9 +131,9 @@ def test_gradient_clipping_bounds_the_gradient(tmp_path, algorithm, bound, fit_m
     assert max(clipped) <= bound * (1 + 1e-5)
 
 
-def test_accumulating_2x128_gives_the_gradient_of_one_256_batch(tmp_path, fit_mlp):
+def test_accumulating_2x128_gives_the_gradient_of_one_256_batch(tmp_path, fit_run):
     def weights_after_one_step(batch_size, accumulate):
-        _, trainer = fit_mlp(
+        _, trainer = fit_run(
             tmp_path / f"b{batch_size}",
             dropout=(),
             num_train=256,
@@ -159,9 +159,9 @@ class DtypeSpy(ClassificationTask):
         return super().training_step(model, batch)
 
 
-def test_bf16_mixed_autocasts_on_cpu_and_trains(tmp_path, fit_mlp):
+def test_bf16_mixed_autocasts_on_cpu_and_trains(tmp_path, fit_run):
     DtypeSpy.dtypes = []
-    summary, _ = fit_mlp(tmp_path, max_epochs=4, precision="bf16-mixed", task=DtypeSpy())
+    summary, _ = fit_run(tmp_path, max_epochs=4, precision="bf16-mixed", task=DtypeSpy())
     assert set(DtypeSpy.dtypes) == {torch.bfloat16}
     assert summary["final"]["val/acc"] > 0.3  # chance is 0.1
     for p in ckpt_io.load(tmp_path / "last.ckpt")["model"].values():
@@ -193,21 +193,21 @@ class NaNAt(ClassificationTask):
         return (loss * float("nan") if self.calls >= self.n else loss), stats, count
 
 
-def test_nan_loss_stops_with_step_and_last_good_loss_and_keeps_last_ckpt(tmp_path, fit_mlp):
+def test_nan_loss_stops_with_step_and_last_good_loss_and_keeps_last_ckpt(tmp_path, fit_run):
     with pytest.raises(
         NonFiniteLossError, match=r"became nan at step 11 \(epoch 2\); last finite loss [0-9.]+ at step 10"
     ):
-        fit_mlp(tmp_path, max_epochs=3, task=NaNAt(11), log_every_n_steps=4)
+        fit_run(tmp_path, max_epochs=3, task=NaNAt(11), log_every_n_steps=4)
     kept = ckpt_io.load(tmp_path / "last.ckpt")
     assert kept["state"]["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in kept["model"].values())
     assert '"status": "failed: non-finite loss"' in (tmp_path / "metrics.json").read_text()
 
 
-def test_scheduler_steps_per_epoch_or_per_step(tmp_path, fit_mlp):
-    per_epoch, _ = fit_mlp(tmp_path / "e", max_epochs=3, scheduler=step_lr, interval="epoch")
+def test_scheduler_steps_per_epoch_or_per_step(tmp_path, fit_run):
+    per_epoch, _ = fit_run(tmp_path / "e", max_epochs=3, scheduler=step_lr, interval="epoch")
     assert [h["lr"] for h in per_epoch["history"]] == [0.5, 0.25, 0.125]
-    per_step, _ = fit_mlp(tmp_path / "s", max_epochs=2, scheduler=step_lr, interval="step")
+    per_step, _ = fit_run(tmp_path / "s", max_epochs=2, scheduler=step_lr, interval="step")
     assert [h["lr"] for h in per_step["history"]] == [0.5, 0.5 * 0.5**8]
 
 
@@ -227,9 +227,9 @@ def test_linear_warmup_ramps_then_decays():
     assert lrs[2] > lrs[3] > lrs[4] > lrs[5]
 
 
-def test_same_seed_same_run_different_seed_different_run(tmp_path, fit_mlp):
-    a, _ = fit_mlp(tmp_path / "a", max_epochs=1)
-    b, _ = fit_mlp(tmp_path / "b", max_epochs=1)
+def test_same_seed_same_run_different_seed_different_run(tmp_path, fit_run):
+    a, _ = fit_run(tmp_path / "a", max_epochs=1)
+    b, _ = fit_run(tmp_path / "b", max_epochs=1)
     assert final(a) == final(b)
     seed_everything(1)
     data = FakeImageData(batch_size=32, num_train=256, num_val=64, size=8)
@@ -241,9 +241,9 @@ def test_same_seed_same_run_different_seed_different_run(tmp_path, fit_mlp):
     assert final(c) != final(a)
 
 
-def test_deterministic_mode_runs(tmp_path, fit_mlp):
+def test_deterministic_mode_runs(tmp_path, fit_run):
     try:
-        summary, _ = fit_mlp(tmp_path, max_epochs=1, deterministic=True)
+        summary, _ = fit_run(tmp_path, max_epochs=1, deterministic=True)
     finally:
         torch.use_deterministic_algorithms(False)
     assert summary["status"] == "completed"
@@ -267,9 +267,9 @@ class HookRecorder(ClassificationTask):
         self.calls.append(("fit_end", ctx.run_dir))
 
 
-def test_task_hooks_are_called_in_order(tmp_path, fit_mlp):
+def test_task_hooks_are_called_in_order(tmp_path, fit_run):
     task = HookRecorder()
-    fit_mlp(tmp_path, max_epochs=2, task=task)
+    fit_run(tmp_path, max_epochs=2, task=task)
     assert task.calls == [
         ("train_start", True),
         ("val_start", False),
@@ -293,10 +293,10 @@ class RecordCheckpoints(ClassificationTask):
         self.seen.append(ckpt_io.load(last)["state"]["epoch"] if last.is_file() else None)
 
 
-def test_checkpoint_every_n_epochs_still_keeps_the_best_epoch(tmp_path, fit_mlp):
+def test_checkpoint_every_n_epochs_still_keeps_the_best_epoch(tmp_path, fit_run):
     task = RecordCheckpoints(tmp_path)
     # The monitor is the lr, which StepLR halves every epoch: epoch 1 is the best, and not checkpointed.
-    fit_mlp(
+    fit_run(
         tmp_path,
         task=task,
         max_epochs=5,

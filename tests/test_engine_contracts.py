@@ -81,9 +81,9 @@ class Recorder(Callback):
         self.events.append(("fit_end", status))
 
 
-def test_callbacks_see_every_event_and_can_add_metrics(tmp_path, fit_mlp):
+def test_callbacks_see_every_event_and_can_add_metrics(tmp_path, fit_run):
     recorder = Recorder()
-    summary, _ = fit_mlp(tmp_path, max_epochs=2, num_train=64, callbacks=[recorder])
+    summary, _ = fit_run(tmp_path, max_epochs=2, num_train=64, callbacks=[recorder])
     assert recorder.events[0] == ("fit_start", tmp_path) and recorder.events[-1] == ("fit_end", "completed")
     assert [e for e in recorder.events if e[0] == "step"] == [("step", s) for s in range(1, 5)]
     assert ("epoch_end", 2, True) in recorder.events
@@ -191,14 +191,14 @@ def test_file_names_live_in_one_module():
     assert os.path.basename(ckpt_io.LAST) == "last.ckpt"
 
 
-def test_eval_curve_every_n_examples_and_resumed(tmp_path, fit_mlp):
+def test_eval_curve_every_n_examples_and_resumed(tmp_path, fit_run):
     from dlrun.engine.eval_curve import EvalEveryNExamples, read_curve
 
-    fit_mlp(tmp_path / "full", max_epochs=2, callbacks=[EvalEveryNExamples(64)])
+    fit_run(tmp_path / "full", max_epochs=2, callbacks=[EvalEveryNExamples(64)])
     full = read_curve(tmp_path / "full" / "eval_curve.csv")
     assert [row[0] for row in full] == list(range(0, 2 * 256 + 1, 64))  # 256 examples an epoch
-    fit_mlp(tmp_path / "half", max_epochs=1, callbacks=[EvalEveryNExamples(64)])
-    fit_mlp(
+    fit_run(tmp_path / "half", max_epochs=1, callbacks=[EvalEveryNExamples(64)])
+    fit_run(
         tmp_path / "rest", max_epochs=2, callbacks=[EvalEveryNExamples(64)], resume=str(tmp_path / "half")
     )
     resumed = read_curve(tmp_path / "rest" / "eval_curve.csv")

@@ -19,7 +19,6 @@ from dlrun.data.text import (
     tokenize,
 )
 from dlrun.engine.contracts import FitContext
-from dlrun.engine.trainer import Trainer
 from dlrun.errors import DlrunError
 from dlrun.models.rnn import RNNLanguageModel, copy_builtin_weights
 from dlrun.tasks.language_model import LanguageModelTask
@@ -266,18 +265,30 @@ def test_generate_is_greedy_and_starts_with_the_prefix(text_file):
 
 
 # ------------------------------------------------------------------------- training
-def fit(data, run_dir, max_epochs, resume=None, cell="gru"):
-    torch.manual_seed(0)
-    model = RNNLanguageModel(len(data.vocab), cell, 16)
-    trainer = Trainer(
-        device="cpu", max_epochs=max_epochs, gradient_clip_val=1.0, progress_bar=False, resume=resume
-    )
-    task = LanguageModelTask(num_preds=5, sample_every_n_epochs=1)
-    optimizer = functools.partial(torch.optim.SGD, lr=1.0)
-    return trainer.fit(model, task, data, optimizer, run_dir=run_dir, seed=7)
+@pytest.fixture
+def fit(fit_run):
+    """A small GRU language model, SGD lr 1 with clipping, a sample every epoch: the run's summary."""
+
+    def fit_lm(data, run_dir, max_epochs, resume=None, cell="gru"):
+        summary, _ = fit_run(
+            run_dir,
+            model=lambda: RNNLanguageModel(len(data.vocab), cell, 16),
+            data=data,
+            task=LanguageModelTask(num_preds=5, sample_every_n_epochs=1),
+            optimizer=functools.partial(torch.optim.SGD, lr=1.0),
+            seed=7,
+            max_epochs=max_epochs,
+            gradient_clip_val=1.0,
+            resume=resume,
+            monitor="val/loss",
+            monitor_mode="min",
+        )
+        return summary
+
+    return fit_lm
 
 
-def test_resume_at_an_epoch_boundary_is_exact_for_sequential_sampling(text_file, tmp_path):
+def test_resume_at_an_epoch_boundary_is_exact_for_sequential_sampling(text_file, tmp_path, fit):
     data = small_data(text_file)
     straight = fit(data, tmp_path / "straight", 3)
     fit(data, tmp_path / "resumed", 1)

@@ -7,8 +7,6 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 
 import dlrun.resolvers  # noqa: F401  (${coalesce:})
@@ -86,22 +84,22 @@ def test_rgb_hundred_classes(name):
     assert logits(cls(in_channels=3, num_classes=100, image_size=64, **options), 3, 64).shape == (2, 100)
 
 
-def compose_model(*overrides: str):
-    """The composed config (Hydra's own keys left out) and the model dl-run would build from it."""
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose("train", overrides=list(overrides))
-    finally:
-        GlobalHydra.instance().clear()
-    return cfg, instantiate(model_node(cfg))
+@pytest.fixture
+def compose_model(compose_cfg):
+    """compose_model(*overrides) -> (the composed config, the model dl-run would build from it)."""
+
+    def build(*overrides: str):
+        cfg = compose_cfg(list(overrides))
+        return cfg, instantiate(model_node(cfg))
+
+    return build
 
 
 FAKE = ("data=fake", "data.size=32", "data.num_train=16", "data.num_val=8")
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_model_config_builds_the_book_model(name):
+def test_model_config_builds_the_book_model(name, compose_model):
     cfg, model = compose_model(f"model={name}", *FAKE)
     assert type(model) is MODELS[name][0]
     assert cfg.data.resize == cfg.model.input_size == MODELS[name][2]
@@ -120,7 +118,7 @@ BOOK_SETTINGS = {
 
 
 @pytest.mark.parametrize("name", BOOK_SETTINGS)
-def test_book_experiment(name):
+def test_book_experiment(name, compose_model):
     model_name, lr, batch_size = BOOK_SETTINGS[name]
     cfg, model = compose_model(f"experiment=d2l/{name}")
     assert (cfg.name, cfg.optim.lr, cfg.data.batch_size) == (f"d2l_{name}", lr, batch_size)
@@ -129,7 +127,7 @@ def test_book_experiment(name):
     assert num_params(model) == BOOK_PARAMS[model_name]
 
 
-def test_torchvision_config():
+def test_torchvision_config(compose_model):
     _, model = compose_model("model=torchvision", "model.name=resnet18", *FAKE, "data.resize=32")
     assert isinstance(model, TorchvisionModel)
     assert logits(model, 1, 32).shape == (2, 10)

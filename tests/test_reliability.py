@@ -43,14 +43,14 @@ class SignalAt(ClassificationTask):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGUSR1])
-def test_a_stop_signal_mid_epoch_resumes_exactly_with_dropout(tmp_path, fit_mlp, signum):
-    full, _ = fit_mlp(tmp_path / "full", max_epochs=3)
+def test_a_stop_signal_mid_epoch_resumes_exactly_with_dropout(tmp_path, fit_run, signum):
+    full, _ = fit_run(tmp_path / "full", max_epochs=3)
     with pytest.raises(KeyboardInterrupt):
-        fit_mlp(tmp_path / "cut", max_epochs=3, task=SignalAt(8 + 5, signum))  # 8 batches/epoch
+        fit_run(tmp_path / "cut", max_epochs=3, task=SignalAt(8 + 5, signum))  # 8 batches/epoch
     cut = ckpt_io.load(tmp_path / "cut" / "last.ckpt")
     assert (cut["state"]["epoch"], cut["state"]["batch_in_epoch"]) == (1, 5)  # the step that was running
     assert json.loads((tmp_path / "cut" / "metrics.json").read_text())["status"] == "interrupted"
-    resumed, _ = fit_mlp(tmp_path / "resumed", max_epochs=3, resume=str(tmp_path / "cut"))
+    resumed, _ = fit_run(tmp_path / "resumed", max_epochs=3, resume=str(tmp_path / "cut"))
     assert numbers(resumed["history"]) == numbers(full["history"])
 
 
@@ -76,17 +76,17 @@ def test_data_with_inf_is_refused_when_it_loads():
         data.setup(torch.device("cpu"))
 
 
-def test_a_run_that_raises_is_marked_failed(tmp_path, fit_mlp):
+def test_a_run_that_raises_is_marked_failed(tmp_path, fit_run):
     class Broken(ClassificationTask):
         def training_step(self, model, batch):
             raise RuntimeError("boom\nsecond line")
 
     with pytest.raises(RuntimeError):
-        fit_mlp(tmp_path, max_epochs=1, task=Broken())
+        fit_run(tmp_path, max_epochs=1, task=Broken())
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "failed: RuntimeError: boom"
 
 
-def test_metrics_json_says_running_from_the_start(tmp_path, fit_mlp):
+def test_metrics_json_says_running_from_the_start(tmp_path, fit_run):
     class Peek(ClassificationTask):
         seen = None
 
@@ -95,11 +95,11 @@ def test_metrics_json_says_running_from_the_start(tmp_path, fit_mlp):
                 Peek.seen = json.loads((tmp_path / "metrics.json").read_text())
             return super().training_step(model, batch)
 
-    fit_mlp(tmp_path / "a", max_epochs=1)
-    fit_mlp(tmp_path, max_epochs=1, task=Peek(), resume=str(tmp_path / "a"))
+    fit_run(tmp_path / "a", max_epochs=1)
+    fit_run(tmp_path, max_epochs=1, task=Peek(), resume=str(tmp_path / "a"))
     assert Peek.seen is None  # already complete: nothing trained, nothing written
     assert not (tmp_path / "metrics.json").exists()
-    fit_mlp(tmp_path, max_epochs=2, task=Peek(), resume=str(tmp_path / "a"))
+    fit_run(tmp_path, max_epochs=2, task=Peek(), resume=str(tmp_path / "a"))
     assert Peek.seen["status"] == "running" and Peek.seen["resumed_from"].endswith("last.ckpt")
 
 
@@ -124,13 +124,13 @@ def test_a_run_dir_is_locked_while_in_use(tmp_path):
     second.release()
 
 
-def test_stale_temp_files_of_dead_writers_are_removed(tmp_path, fit_mlp):
+def test_stale_temp_files_of_dead_writers_are_removed(tmp_path, fit_run):
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
     stale = tmp_path / f".last.ckpt.{dead.stdout.strip()}.tmp"
     stale.write_bytes(b"half a checkpoint")
-    fit_mlp(tmp_path, max_epochs=1)
+    fit_run(tmp_path, max_epochs=1)
     assert not stale.exists()
 
 
@@ -271,7 +271,7 @@ def test_sigterm_to_the_cli_saves_and_exits_143(tmp_path):
     ckpt_io.load(run_dir / "last.ckpt")
 
 
-def test_a_slurm_warning_saves_then_hands_the_signal_to_submitit(tmp_path, fit_mlp):
+def test_a_slurm_warning_saves_then_hands_the_signal_to_submitit(tmp_path, fit_run):
     """submitit requeues a job from its own SIGUSR2 handler and exits: dlrun must save first, then call it."""
     seen = []
 
@@ -281,14 +281,14 @@ def test_a_slurm_warning_saves_then_hands_the_signal_to_submitit(tmp_path, fit_m
     previous = signal.signal(signal.SIGUSR2, submitit_requeue)
     try:
         with pytest.raises(KeyboardInterrupt):
-            fit_mlp(tmp_path / "cut", max_epochs=3, task=SignalAt(5, signal.SIGUSR2))
+            fit_run(tmp_path / "cut", max_epochs=3, task=SignalAt(5, signal.SIGUSR2))
     finally:
         signal.signal(signal.SIGUSR2, previous)
     assert seen == [(signal.SIGUSR2, True)]
 
 
-def test_a_requeued_slurm_job_continues_its_own_checkpoint(tmp_path, fit_mlp, monkeypatch):
-    fit_mlp(tmp_path, max_epochs=1)
+def test_a_requeued_slurm_job_continues_its_own_checkpoint(tmp_path, fit_run, monkeypatch):
+    fit_run(tmp_path, max_epochs=1)
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
-    summary, _ = fit_mlp(tmp_path, max_epochs=2)  # no trainer.resume given
+    summary, _ = fit_run(tmp_path, max_epochs=2)  # no trainer.resume given
     assert summary["resumed_from"] == str(tmp_path / "last.ckpt") and summary["epochs"] == 2

@@ -12,26 +12,30 @@ from dlrun.engine.speed import channels_last_batch, compile_model
 from dlrun.engine.trainer import Trainer
 from dlrun.errors import DlrunError
 from dlrun.models.lenet import LeNet
-from dlrun.tasks.classification import ClassificationTask
 
 
-def fit_lenet(run_dir, **trainer_kwargs):
-    seed_everything(0)
-    data = FakeImageData(batch_size=32, num_train=128, num_val=32, size=28)
-    model = LeNet(activation="relu", pooling="max")
-    kwargs = dict(device="cpu", progress_bar=False, max_epochs=2, curves=False) | trainer_kwargs
-    trainer = Trainer(**kwargs)
-    summary = trainer.fit(
-        model, ClassificationTask(), data, partial(torch.optim.SGD, lr=0.1), run_dir=run_dir, seed=0
-    )
-    return summary, trainer
+@pytest.fixture
+def fit_lenet(fit_run):
+    def fit(run_dir, **trainer_kwargs):
+        return fit_run(
+            run_dir,
+            model=lambda: LeNet(activation="relu", pooling="max"),
+            data=FakeImageData(batch_size=32, num_train=128, num_val=32, size=28),
+            optimizer=partial(torch.optim.SGD, lr=0.1),
+            **(
+                {"max_epochs": 2, "curves": False, "monitor": "val/loss", "monitor_mode": "min"}
+                | trainer_kwargs
+            ),
+        )
+
+    return fit
 
 
 def losses(summary):
     return [h["train/loss"] for h in summary["history"]] + [summary["final"]["val/loss"]]
 
 
-def test_channels_last_trains_in_nhwc_and_gives_the_same_losses(tmp_path):
+def test_channels_last_trains_in_nhwc_and_gives_the_same_losses(tmp_path, fit_lenet):
     plain, _ = fit_lenet(tmp_path / "plain")
     nhwc, trainer = fit_lenet(tmp_path / "nhwc", channels_last=True)
     conv = trainer.model[3].weight  # 6 input channels: NCHW and NHWC differ
@@ -49,7 +53,7 @@ def test_channels_last_batch_converts_only_4d_float_tensors():
     assert channels_last_batch({"t": tokens})["t"] is tokens
 
 
-def test_compiled_step_matches_eager_and_checkpoint_has_plain_names(tmp_path):
+def test_compiled_step_matches_eager_and_checkpoint_has_plain_names(tmp_path, fit_lenet):
     eager, _ = fit_lenet(tmp_path / "eager", max_epochs=1)
     compiled, trainer = fit_lenet(tmp_path / "compiled", max_epochs=1, compile={"backend": "aot_eager"})
     assert trainer.step_model is not trainer.model and compiled["compile"] is True
