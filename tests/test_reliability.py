@@ -292,3 +292,16 @@ def test_a_requeued_slurm_job_continues_its_own_checkpoint(tmp_path, fit_run, mo
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
     summary, _ = fit_run(tmp_path, max_epochs=2)  # no trainer.resume given
     assert summary["resumed_from"] == str(tmp_path / "last.ckpt") and summary["epochs"] == 2
+
+
+def test_a_binary_csv_and_a_huge_message_are_cut_to_one_short_line(tmp_path):
+    from dlrun.data.tabular import read_csv
+    from dlrun.errors import first_line, shorten
+
+    blob = tmp_path / "data.csv"
+    blob.write_bytes(bytes(range(256)) * 60)  # 15 KB of binary
+    with pytest.raises(DlrunError, match="is not a UTF-8 text CSV") as err:
+        read_csv(blob)
+    assert len(str(err.value)) < 300
+    assert len(first_line(ValueError("x" * 15000))) < 400
+    assert shorten("y" * 1000, 50).endswith("(950 more characters)")
