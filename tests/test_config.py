@@ -20,6 +20,7 @@ OPTIONS = [
 TOYS_2D = ("data=steps", "model=point2d", "task=trajectory")  # the optimization chapter's 2-D paths
 COMPANIONS: dict[str, list[str]] = {
     "model=linear_regression": ["data=synthetic_linear", "task=regression"],
+    "model=logistic_regression": ["data=csv", "data.task=classification"],
     "task=regression": ["data=synthetic_linear", "model=linear_regression"],
     **{
         f"data={name}": ["task=regression", "model=linear_regression"]
