@@ -97,7 +97,10 @@ class ClassificationTask(Task):
             writer = csv.writer(out)
             writer.writerow(["true \\ predicted", *names])
             writer.writerows([name, *row] for name, row in zip(names, counts.tolist(), strict=True))
-        plot_confusion(counts, [str(n) for n in names], run_dir / "confusion_matrix.png")
+        # Under DDP each rank validated its own shard and this hook runs on rank 0 only.
+        shard = torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
+        title = "validation (rank 0's shard)" if shard else "validation"
+        plot_confusion(counts, [str(n) for n in names], run_dir / "confusion_matrix.png", title)
 
     @staticmethod
     def compute(sums: dict[str, float], count: int) -> dict[str, float]:
@@ -122,7 +125,7 @@ class ClassificationTask(Task):
         return path
 
 
-def plot_confusion(counts: Tensor, names: list[str], path: Path) -> None:
+def plot_confusion(counts: Tensor, names: list[str], path: Path, title: str = "validation") -> None:
     """Rows the true class, columns the predicted one, shaded by the share of the row; the counts written in
     the cells and the names on the axes while there are few enough classes to read them."""
     from matplotlib.figure import Figure
@@ -143,7 +146,7 @@ def plot_confusion(counts: Tensor, names: list[str], path: Path) -> None:
                 color = "white" if shares[i, j] > 0.5 else "black"
                 ax.text(j, i, str(int(counts[i, j])), ha="center", va="center", color=color, fontsize=8)
     total = int(counts.sum())
-    ax.set_title(f"validation: {int(counts.trace())}/{total} right", fontsize=9)
+    ax.set_title(f"{title}: {int(counts.trace())}/{total} right", fontsize=9)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     with replacing(path, ".png") as tmp:
