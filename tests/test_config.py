@@ -17,8 +17,10 @@ OPTIONS = [
 
 
 # Options that only compose with particular partners (e.g. a text dataset needs a text task and model).
+TOYS_2D = ("data=steps", "model=point2d", "task=trajectory")  # the optimization chapter's 2-D paths
 COMPANIONS: dict[str, list[str]] = {
     "model=linear_regression": ["data=synthetic_linear", "task=regression"],
+    "model=logistic_regression": ["data=csv", "data.task=classification"],
     "task=regression": ["data=synthetic_linear", "model=linear_regression"],
     **{
         f"data={name}": ["task=regression", "model=linear_regression"]
@@ -33,6 +35,7 @@ COMPANIONS: dict[str, list[str]] = {
     },
     "data=fra_eng": ["task=seq2seq", "model=seq2seq"],
     "data=gaussian": ["task=gan", "model=gan"],
+    **{option: [other for other in TOYS_2D if other != option] for option in TOYS_2D},
     "model=gan": ["task=gan", "data=gaussian"],
     "model=dcgan": ["task=gan"],
     **{f"model={name}": ["data=fra_eng", "task=seq2seq"] for name in ("seq2seq", "bahdanau", "transformer")},
@@ -93,7 +96,7 @@ def test_every_option_composes_and_resolves(compose_cfg, group, option):
 # Models with a `???` key (vocab_size, in_features) get it from the data at run time: text and tabular
 # models. Every other model but the GANs classifies images.
 GENERATIVE = ("gan", "dcgan")
-NOT_CLASSIFIERS = GENERATIVE + ("tiny_ssd", "fcn", "style_vgg")  # their own tests
+NOT_CLASSIFIERS = GENERATIVE + ("tiny_ssd", "fcn", "style_vgg", "point2d")  # their own tests
 IMAGE_MODELS = [
     o
     for g, o in OPTIONS

@@ -166,6 +166,8 @@ def test_two_gloo_processes_train_as_one_with_the_same_global_batch(tmp_path, co
         ".lock",
         "best.ckpt",
         "config_tree.txt",
+        "confusion_matrix.csv",  # rank 0's shard of the last validation
+        "confusion_matrix.png",
         "curves.png",
         "dlrun.log",
         "last.ckpt",

@@ -16,6 +16,7 @@ import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -139,6 +140,8 @@ class TableEncoder:
 
 class CsvData(InMemoryData):
     """Any CSV table with a numeric target column, preprocessed as the book's Kaggle House data.
+    `task="classification"`: the target column holds classes (any values; sorted, numerically when they are
+    all numbers, as `class_names`); y is their index and the model gets `out_features` = the class count.
 
     Validation: a seeded hold-out of `val_fraction` of the labelled rows (`seed`, independent of the run's
     seed); `val_fraction=0` trains on every row and validates on the same rows (the book's final
@@ -160,8 +163,11 @@ class CsvData(InMemoryData):
         seed: int = 0,
         val_batch_size: OptionalBatchSize = None,
         on_device: bool = False,
+        task: Literal["regression", "classification"] = "regression",
     ):
         super().__init__(batch_size, val_batch_size, on_device)
+        if task not in ("regression", "classification"):
+            raise DlrunError(f"data.task={task!r}; use regression or classification")
         if not 0.0 <= val_fraction < 1.0:
             raise DlrunError(f"data.val_fraction={val_fraction} must lie in [0, 1)")
         self.path, self.target, self.id_column = Path(path), target, id_column
@@ -172,22 +178,17 @@ class CsvData(InMemoryData):
             if name is not None and name not in header:
                 raise DlrunError(f"column {name!r} not in {self.path} (columns: {self._names(header)})")
         t = header.index(target)
-        y = []
-        for number, row in enumerate(rows, start=2):
-            value = _to_float(row[t])
-            if value is None or not math.isfinite(value):
-                raise DlrunError(
-                    f"target column {target!r} in {self.path} must be numeric and present; "
-                    f"line {number} has {row[t]!r}"
-                )
-            y.append(value)
+        self.class_names: list[str] | None = None
+        if task == "classification":
+            self.y_all = self._classes(rows, t)
+        else:
+            self.y_all = self._numbers(rows, t)
         skip = {target, *drop_columns} | ({id_column} if id_column else set())
         features = [name for name in header if name not in skip]
         columns = {name: [row[header.index(name)] for row in rows] for name in features}
         self.encoder = TableEncoder().fit(columns)
         self.feature_names = self.encoder.names
         self.x_all = self.encoder.transform(columns)
-        self.y_all = torch.tensor(y, dtype=torch.float32).reshape(-1, 1)
         if self.x_all.shape[1] == 0:
             raise DlrunError(f"{self.path} has no feature columns besides {target!r}")
 
@@ -220,6 +221,38 @@ class CsvData(InMemoryData):
             self.x_train, self.y_train = self.x_all[train], self.y_all[train]
             self.x_val, self.y_val = self.x_all[val], self.y_all[val]
         self.model_kwargs = {"in_features": self.x_all.shape[1]}
+        if self.class_names is not None:
+            self.model_kwargs["out_features"] = self.num_classes = len(self.class_names)
+
+    def _numbers(self, rows: list[list[str]], t: int) -> Tensor:
+        y = []
+        for number, row in enumerate(rows, start=2):
+            value = _to_float(row[t])
+            if value is None or not math.isfinite(value):
+                raise DlrunError(
+                    f"target column {self.target!r} in {self.path} must be numeric and present "
+                    "(data.task=classification for a class column); "
+                    f"line {number} has {row[t]!r}"
+                )
+            y.append(value)
+        return torch.tensor(y, dtype=torch.float32).reshape(-1, 1)
+
+    def _classes(self, rows: list[list[str]], t: int) -> Tensor:
+        labels = [row[t].strip() for row in rows]
+        for number, label in enumerate(labels, start=2):
+            if _is_missing(label):
+                raise DlrunError(f"class column {self.target!r} in {self.path} has no value on line {number}")
+        names = sorted(set(labels))
+        numbers = [_to_float(name) for name in names]
+        if all(n is not None for n in numbers):
+            names = [name for _, name in sorted(zip(numbers, names, strict=True))]
+        if len(names) < 2:
+            raise DlrunError(
+                f"class column {self.target!r} in {self.path} has one class ({names[0]!r}); need two"
+            )
+        self.class_names = names
+        index = {name: i for i, name in enumerate(names)}
+        return torch.tensor([index[label] for label in labels], dtype=torch.long)
 
     @staticmethod
     def _names(names: Sequence[str], limit: int = 12) -> str:
