@@ -95,3 +95,36 @@ def make_scenes(
             )
             row += 1
     return images, labels, masks
+
+
+def load_objects(source: str, root: str | Path, download: bool) -> tuple[tuple, tuple, int]:
+    """The training and held-out objects to paste, and how many object classes they hold."""
+    train = object_source(source, root, train=True, download=download)
+    val = object_source(source, root, train=False, download=download)
+    return train, val, int(max(train[1].max(), val[1].max())) + 1
+
+
+def make_splits(
+    train_objects: tuple,
+    val_objects: tuple,
+    num_train: int,
+    num_val: int,
+    height: int,
+    width: int,
+    seed: int,
+    **options,
+) -> tuple[tuple, tuple]:
+    """make_scenes for the training and the held-out split, both from `seed`."""
+    if options["min_scale"] > options["max_scale"]:
+        raise DlrunError(
+            f"data.min_scale={options['min_scale']} must not exceed data.max_scale={options['max_scale']}"
+        )
+    gen = torch.Generator().manual_seed(seed)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # thousands of small ops: one thread is fastest
+    try:
+        train = make_scenes(*train_objects, num_train, height, width, gen, **options)
+        val = make_scenes(*val_objects, num_val, height, width, gen, **options)
+    finally:
+        torch.set_num_threads(threads)
+    return train, val

@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 import torch
 from torch import Tensor
 
-from dlrun.data.composites import make_scenes, object_source
+from dlrun.data.composites import load_objects, make_splits
 from dlrun.data.in_memory import InMemoryData
 from dlrun.errors import DlrunError, first_line
 from dlrun.ranges import BatchSize, Max, Min, OneOf, OptionalBatchSize
@@ -168,25 +168,17 @@ class CompositeDetectionData(DetectionData):
         on_device: bool = False,
     ):
         super().__init__(batch_size, val_batch_size, on_device)
-        if min_scale > max_scale:
-            raise DlrunError(f"data.min_scale={min_scale} must not exceed data.max_scale={max_scale}")
-        train_objects = object_source(source, root, train=True, download=download)
-        val_objects = object_source(source, root, train=False, download=download)
-        found = int(max(train_objects[1].max(), val_objects[1].max())) + 1 if multiclass else 1
+        train_objects, val_objects, object_classes = load_objects(source, root, download)
+        found = object_classes if multiclass else 1
         if found != num_classes:
             raise DlrunError(
                 f"data.num_classes={num_classes} but the objects have {found} class(es) "
                 f"(data.multiclass={multiclass}); set data.num_classes={found}"
             )
         self.num_classes, self.channels = num_classes, channels
-        gen = torch.Generator().manual_seed(seed)
         options = dict(
             max_objects=max_objects, min_scale=min_scale, max_scale=max_scale, multiclass=multiclass
         )
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # thousands of small ops: one thread is fastest
-        try:
-            self.x_train, self.y_train, _ = make_scenes(*train_objects, num_train, size, size, gen, **options)
-            self.x_val, self.y_val, _ = make_scenes(*val_objects, num_val, size, size, gen, **options)
-        finally:
-            torch.set_num_threads(threads)
+        (self.x_train, self.y_train, _), (self.x_val, self.y_val, _) = make_splits(
+            train_objects, val_objects, num_train, num_val, size, size, seed, **options
+        )

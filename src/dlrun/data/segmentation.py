@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 import torch
 from torch import Tensor
 
-from dlrun.data.composites import make_scenes, object_source
+from dlrun.data.composites import load_objects, make_splits
 from dlrun.data.in_memory import InMemoryData
 from dlrun.errors import DlrunError, first_line
 from dlrun.ranges import BatchSize, Max, Min, OneOf, OptionalBatchSize
@@ -219,25 +219,17 @@ class CompositeSegmentationData(SegmentationData):
         on_device: bool = False,
     ):
         super().__init__(batch_size, val_batch_size, on_device)
-        train_objects = object_source(source, root, train=True, download=download)
-        val_objects = object_source(source, root, train=False, download=download)
-        found = int(max(train_objects[1].max(), val_objects[1].max())) + 2 if multiclass else 2
+        train_objects, val_objects, object_classes = load_objects(source, root, download)
+        found = object_classes + 1 if multiclass else 2
         if found != num_classes:
             raise DlrunError(
                 f"data.num_classes={num_classes} but background and the objects make {found} classes "
                 f"(data.multiclass={multiclass}); set data.num_classes={found}"
             )
         self.num_classes, self.channels = num_classes, channels
-        gen = torch.Generator().manual_seed(seed)
         options = dict(
             max_objects=max_objects, min_scale=min_scale, max_scale=max_scale, multiclass=multiclass
         )
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            self.x_train, _, self.y_train = make_scenes(
-                *train_objects, num_train, height, width, gen, **options
-            )
-            self.x_val, _, self.y_val = make_scenes(*val_objects, num_val, height, width, gen, **options)
-        finally:
-            torch.set_num_threads(threads)
+        (self.x_train, _, self.y_train), (self.x_val, _, self.y_val) = make_splits(
+            train_objects, val_objects, num_train, num_val, height, width, seed, **options
+        )
