@@ -1,14 +1,18 @@
 """Device selection and mixed precision (autocast + GradScaler)."""
 
+import logging
 from contextlib import AbstractContextManager
 
 import torch
 
 from dlrun.errors import DlrunError
 
+log = logging.getLogger("dlrun")
+
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 # Lightning's spellings of the same settings.
 PRECISION_ALIASES = {"32-true": "32", "bf16": "bf16-mixed", "16": "16-mixed"}
+AUTO = "auto"  # trainer=fast: chosen for the device (auto_precision)
 
 
 def select_device(spec: str = "auto") -> torch.device:
@@ -43,6 +47,28 @@ def select_device(spec: str = "auto") -> torch.device:
     return device
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether the device computes in bf16 in hardware: a CUDA GPU from Ampere on, a CPU whose bf16
+    instructions oneDNN uses (AVX512-BF16, AMX); emulated bf16 is slower than float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def auto_precision(precision: str | int, device: torch.device) -> str | int:
+    """`auto`: bf16 autocast where the device computes in bf16 natively, else 32; other values pass."""
+    if precision != AUTO:
+        return precision
+    choice = "bf16-mixed" if native_bf16(device) else "32"
+    log.info(
+        "trainer.precision=auto: %s (%s bf16 on %s)",
+        choice,
+        "native" if choice != "32" else "no native",
+        device,
+    )
+    return choice
+
+
 class Precision:
     """`32`, `bf16-mixed` or `16-mixed` on a given device: an autocast context and a grad scaler."""
 
@@ -50,9 +76,9 @@ class Precision:
     def parse(precision: str | int) -> str:
         """dlrun's name of a precision setting (Lightning's `32-true`, `bf16`, `16` included)."""
         name = PRECISION_ALIASES.get(str(precision), str(precision))
-        if name not in PRECISIONS:
+        if name not in (*PRECISIONS, AUTO):
             raise ValueError(
-                f"one of {', '.join(PRECISIONS)} (or Lightning's {', '.join(PRECISION_ALIASES)})"
+                f"one of {', '.join(PRECISIONS)}, {AUTO} (or Lightning's {', '.join(PRECISION_ALIASES)})"
             )
         return name
 
@@ -61,6 +87,7 @@ class Precision:
             precision = self.parse(precision)
         except ValueError as err:
             raise DlrunError(f"trainer.precision={precision!r} is unknown; use {err}") from None
+        precision = auto_precision(precision, device)
         if precision == "16-mixed" and device.type != "cuda":
             raise DlrunError(
                 f"trainer.precision=16-mixed needs a CUDA device (this run uses {device.type}); "

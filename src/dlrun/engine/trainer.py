@@ -10,13 +10,14 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import nn
 
 from dlrun.engine import callbacks as cbs
 from dlrun.engine import checkpoint as ckpt_io
-from dlrun.engine import distributed
+from dlrun.engine import distributed, speed
 from dlrun.engine.contracts import FitContext, check_data_module
 from dlrun.engine.device import Precision
 from dlrun.engine.interrupts import StopSignals
@@ -26,7 +27,7 @@ from dlrun.engine.optimization import Optimization
 from dlrun.engine.options import check_trainer_options, limited
 from dlrun.engine.progress import Progress
 from dlrun.engine.seed import set_deterministic
-from dlrun.engine.speed import channels_last_batch, prepare_model, set_matmul_precision, set_num_threads
+from dlrun.engine.speed import channels_last_batch, prepare_model
 from dlrun.engine.summary import METRICS_FILE, failed, summarize, write_json
 from dlrun.errors import DlrunError, NonFiniteLossError
 from dlrun.loggers.base import NullLogger
@@ -70,8 +71,9 @@ class Trainer:
         early_stopping: dict | None = None,
         curves: bool = True,
         curves_log_scale: bool = False,
-        compile: bool | dict = False,
-        channels_last: bool = False,
+        compile: bool | dict | Literal["auto"] = False,
+        channels_last: bool | Literal["auto"] = False,
+        data_on_device: bool = False,
         matmul_precision: str | None = None,
         num_threads: int | None = None,
         strategy: str = "auto",
@@ -111,11 +113,14 @@ class Trainer:
         self.early_stopping = EarlyStopping(**dict(early_stopping or {}))
         self.draw_curves = curves and not self.fast_dev_run and self.dist.is_main
         self.curves_log_scale = curves_log_scale
-        self.compile, self.channels_last = compile, channels_last
+        # `auto` (trainer=fast): chosen for the device here, for the model in fit; failed compiles run eagerly
+        self.compile, self.compile_fallback = speed.auto_compile(compile, self.device), compile == speed.AUTO
+        self.channels_last_setting, self.channels_last = channels_last, False
+        self.data_on_device = data_on_device  # the default of the in-memory data sets' data.on_device
         self.user_callbacks = list(callbacks or [])
         self.signals = StopSignals()
-        set_matmul_precision(matmul_precision)
-        set_num_threads(num_threads)
+        speed.set_matmul_precision(matmul_precision)
+        speed.set_num_threads(num_threads)
 
     # ------------------------------------------------------------------ fit
     def fit(
@@ -151,8 +156,9 @@ class Trainer:
 
     def _fit(self, model, task, data, optimizer, scheduler, interval, logger, runs_root, seed) -> dict:
         # model: what checkpoints save; step_model: what trains (compiled, DDP); eval_model: what validates
+        self.channels_last = speed.auto_channels_last(self.channels_last_setting, model)
         self.model, self.step_model, self.eval_model = prepare_model(
-            model, self.device, self.dist, self.compile, self.channels_last
+            model, self.device, self.dist, self.compile, self.channels_last, self.compile_fallback
         )
         self.task, self.data = task, data
         if not task.automatic_optimization and self.accumulate > 1:
@@ -177,6 +183,8 @@ class Trainer:
         self.ctx = FitContext(self.run_dir, self.logger, data, 0, self.dist.is_main)
         self.num_params = sum(p.numel() for p in self.model.parameters())
         self.dist.setup_data(data, self.device, seed)
+        if self.data_on_device and hasattr(data, "on_device"):
+            log.info("trainer.data_on_device: data.on_device=%s (%s)", data.on_device, self.device.type)
         task.on_fit_start(self.model, self.ctx)
 
         root = Path(runs_root) if runs_root else self.run_dir.parent
