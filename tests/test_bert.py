@@ -12,6 +12,7 @@ from conftest import run_cli
 from dlrun.data.bert import (
     PTBParagraphsData,
     TextParagraphsData,
+    TimeMachineParagraphsData,
     WikiText2Data,
     mask_tokens,
     read_wiki,
@@ -198,7 +199,7 @@ def test_wikitext2_zip_unpacks_where_the_book_puts_it(tmp_path, monkeypatch):
 
 def test_cli_pretrains_and_logs_both_losses(text_file, tmp_path):
     args = [
-        "experiment=d2l/bert",
+        "experiment=d2l/bert_pretrain",
         "data=paragraphs",
         f"data.path={text_file}",
         "data.batch_size=16",
@@ -222,3 +223,58 @@ def test_cli_pretrains_and_logs_both_losses(text_file, tmp_path):
 def test_out_of_range_options_give_one_line(text_file):
     with pytest.raises(DlrunError, match="data.max_len=2 must be >= 5"):
         TextParagraphsData(text_file, max_len=2)
+
+
+BOOK_LIKE = """The Time Machine, by H. G. Wells [1898]
+
+
+
+
+I
+
+
+The Time Traveller (for so it will be convenient to speak
+of him) was expounding a recondite matter to us. His grey eyes shone and
+twinkled.
+
+'You must follow me carefully. I shall have to controvert one or two
+ideas--almost universally accepted.'
+
+'Is not that rather a large thing to expect us to begin upon?'
+said Filby, an argumentative person with red hair.
+"""
+
+
+def test_the_time_machine_paragraphs_are_blank_line_blocks(tmp_path):
+    (tmp_path / "timemachine.txt").write_text(BOOK_LIKE)
+    data = TimeMachineParagraphsData(tmp_path, download=False, min_freq=1, val_fraction=0.0)
+    title, traveller, follow, filby = data.train_paragraphs  # the heading "I" drops out
+    assert filby[1][:2] == ["said", "filby"]  # the rule's limit: "?' said Filby" starts a sentence
+    assert len(title) == 3  # "h." and "g." end sentences: the title is no real pair, but harmless
+    assert (
+        traveller[0][-4:] == ["matter", "to", "us", "."]
+        and traveller[1] == "his grey eyes shone and twinkled .".split()
+    )
+    assert follow[0] == ["'", "you", "must", "follow", "me", "carefully", "."]  # a hard-wrapped line joins
+    assert follow[1][-5:] == ["almost", "universally", "accepted", ".", "'"] and "--" in follow[1]
+    with pytest.raises(DlrunError, match="The Time Machine not found"):
+        TimeMachineParagraphsData(tmp_path / "nowhere", download=False)
+
+
+def test_bert_pretrain_on_a_text_without_two_sentence_paragraphs_says_so_in_one_line(tmp_path):
+    (tmp_path / "timemachine.txt").write_text("I\n\nThe Time Traveller spoke.\n\n'Quite so,' said he\n")
+    args = ["experiment=d2l/bert_pretrain", f"paths.data_dir={tmp_path}", "logger=none"]
+    proc = run_cli([*args, f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "Traceback" not in out
+    lines = [line for line in out.splitlines() if "no paragraph of two or more sentences" in line]
+    assert len(lines) == 1 and "timemachine.txt" in lines[0] and "blank lines" in lines[0]
+
+
+def test_a_checkpoint_of_another_vocabulary_is_refused(text_file, tmp_path):
+    from dlrun.run import check_data_state
+
+    saved = TextParagraphsData(text_file, min_freq=1).checkpoint_state()
+    check_data_state(TextParagraphsData(text_file, min_freq=1), saved, tmp_path / "x.ckpt")
+    with pytest.raises(DlrunError, match=r"x.ckpt was trained with another vocab \(\d+ tokens"):
+        check_data_state(TextParagraphsData(text_file, min_freq=50), saved, tmp_path / "x.ckpt")

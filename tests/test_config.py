@@ -44,7 +44,10 @@ COMPANIONS: dict[str, list[str]] = {
     "data=ptb_word2vec": ["model=skip_gram", "task=word2vec"],
     "model=skip_gram": ["data=ptb_word2vec", "task=word2vec"],
     "task=word2vec": ["data=ptb_word2vec", "model=skip_gram"],
-    **{f"data={name}": ["model=bert", "task=bert_pretrain"] for name in ("ptb_bert", "wikitext2")},
+    **{
+        f"data={name}": ["model=bert", "task=bert_pretrain"]
+        for name in ("ptb_bert", "wikitext2", "timemachine_paragraphs")
+    },
     "data=paragraphs": ["model=bert", "task=bert_pretrain", "data.path=corpus.txt"],
     "model=bert": ["data=ptb_bert", "task=bert_pretrain"],
     "task=bert_pretrain": ["data=ptb_bert", "model=bert"],

@@ -224,6 +224,14 @@ def test_cli_trains_exports_and_predicts(corpus, tmp_path):
         [*predict[:-3], "task.query=[dragon]", f"hydra.run.dir={tmp_path / 'p2'}"], cwd=tmp_path, check=False
     )
     assert proc.returncode != 0 and "'dragon' is not in the vocabulary" in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    # a corpus of one word more builds another vocabulary than the checkpoint's: refused in one line
+    (tmp_path / "other" / "ptb").mkdir(parents=True)
+    (tmp_path / "other" / "ptb" / "ptb.train.txt").write_text(corpus.read_text() + "zebra zebra\n")
+    other = [f"paths.data_dir={tmp_path / 'other'}" if a.startswith("paths.") else a for a in predict[:-3]]
+    proc = run_cli([*other, f"hydra.run.dir={tmp_path / 'p3'}"], cwd=tmp_path, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "was trained with another vocab" in out and "Traceback" not in out
 
 
 def test_out_of_range_options_give_one_line(corpus):

@@ -25,7 +25,7 @@ import torch
 
 from dlrun.data.base import DataModule
 from dlrun.data.download import download as fetch
-from dlrun.data.text import Vocab
+from dlrun.data.text import Vocab, time_machine_path
 from dlrun.errors import DlrunError, first_line
 from dlrun.ranges import BatchSize, Max, Min
 
@@ -57,12 +57,18 @@ def read_ptb_paragraphs(path: Path, sentences_per_paragraph: int) -> list[Paragr
     return [sentences[i : i + n] for i in range(0, len(sentences) - 1, n) if len(sentences[i : i + n]) >= 2]
 
 
+SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?]['\"]))\s+")  # after . ! ? and an optional closing quote
+# words keep inner apostrophes (don't), a dash (--) is one mark, quotes and other marks stand alone
+WORD_OR_MARK = re.compile(r"\w+(?:'\w+)*|-+|[^\w\s]")
+
+
 def read_text_paragraphs(path: Path) -> list[Paragraph]:
-    """Paragraphs separated by blank lines; sentences end at . ! or ?; lower-cased words and punctuation."""
+    """Paragraphs are separated by blank lines (a paragraph's hard-wrapped lines are joined); sentences end at
+    . ! or ? (and a closing quote); lower-cased words and punctuation marks."""
     text = path.read_text(encoding="utf-8").lower()
     paragraphs = []
     for block in re.split(r"\n\s*\n", text):
-        sentences = [re.findall(r"[\w']+|[^\w\s]", s) for s in re.split(r"(?<=[.!?])\s+", block.strip())]
+        sentences = [WORD_OR_MARK.findall(s) for s in SENTENCE_END.split(block.strip())]
         paragraphs.append([s for s in sentences if s])
     return paragraphs
 
@@ -283,3 +289,11 @@ class TextParagraphsData(BertPretrainData):
         num_val = round(len(paragraphs) * val_fraction)
         train, val = paragraphs[: len(paragraphs) - num_val], paragraphs[len(paragraphs) - num_val :]
         super().__init__(train, val, source=str(path), **kwargs)
+
+
+class TimeMachineParagraphsData(TextParagraphsData):
+    """The Time Machine (`<root>/timemachine.txt`, downloaded when missing and `download` is true) read as
+    `data=paragraphs`: blank lines separate its paragraphs; one-line headings (chapter numbers) drop out."""
+
+    def __init__(self, root: str | Path = "data", download: bool = True, **kwargs):
+        super().__init__(time_machine_path(root, download), **kwargs)

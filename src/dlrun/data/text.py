@@ -295,26 +295,33 @@ class TextFileData(TextData):
     """`data=text data.path=FILE`: any plain-text file."""
 
 
+def time_machine_path(root: str | Path = "data", download: bool = True) -> Path:
+    """`<root>/timemachine.txt`, downloaded from the book's bucket (sha1 checked) when missing and `download`
+    is true."""
+    path = Path(root) / "timemachine.txt"
+    if not path.is_file():
+        where = f"The Time Machine not found at {path.resolve()}"
+        how = (
+            f"download {TIME_MACHINE_URL} (sha1 {TIME_MACHINE_SHA1}) there, or point DLRUN_DATA_DIR "
+            "(paths.data_dir) at a folder that holds timemachine.txt"
+        )
+        if not download:
+            raise DlrunError(f"{where}; {how}")
+        log.info("%s: downloading %s", where, TIME_MACHINE_URL)
+        try:
+            fetch(TIME_MACHINE_URL, path, TIME_MACHINE_SHA1)
+        except Exception as err:
+            reason = first_line(err)
+            raise DlrunError(f"{where}, and downloading failed ({reason}); {how}") from None
+    elif sha1(path) != TIME_MACHINE_SHA1:
+        log.warning("%s is not the book's copy (sha1 differs); its figures may differ", path)
+    return path
+
+
 class TimeMachineData(TextData):
     """H. G. Wells' The Time Machine, the book's language-model corpus: `<root>/timemachine.txt`, downloaded
     from the book's bucket when missing and `download` is true."""
 
     def __init__(self, root: str | Path = "data", download: bool = True, **kwargs):
-        path = Path(root) / "timemachine.txt"
-        if not path.is_file():
-            where = f"The Time Machine not found at {path.resolve()}"
-            how = (
-                f"download {TIME_MACHINE_URL} (sha1 {TIME_MACHINE_SHA1}) there, or point DLRUN_DATA_DIR "
-                "(paths.data_dir) at a folder that holds timemachine.txt"
-            )
-            if not download:
-                raise DlrunError(f"{where}; {how}")
-            log.info("%s: downloading %s", where, TIME_MACHINE_URL)
-            try:
-                fetch(TIME_MACHINE_URL, path, TIME_MACHINE_SHA1)
-            except Exception as err:
-                reason = first_line(err)
-                raise DlrunError(f"{where}, and downloading failed ({reason}); {how}") from None
-        elif sha1(path) != TIME_MACHINE_SHA1:
-            log.warning("%s is not the book's copy (sha1 differs); its figures may differ", path)
+        path = time_machine_path(root, download)
         super().__init__(path, **kwargs)
