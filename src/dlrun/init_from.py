@@ -19,7 +19,9 @@ log = logging.getLogger("dlrun")
 def resolve(source) -> Path:
     """A .ckpt file, or a run dir's best.ckpt, else its last.ckpt."""
     if str(source).startswith("<"):  # an experiment's placeholder, e.g. <run dir of d2l/..._pretrain>
-        raise DlrunError(f"init_from={source}: this run starts from another one; give its path, init_from=DIR")
+        raise DlrunError(
+            f"init_from={source}: this run starts from another one; give its path, init_from=DIR"
+        )
     path = Path(str(source)).expanduser()
     if path.is_file():
         return path
@@ -31,7 +33,9 @@ def resolve(source) -> Path:
             f"init_from={source}: no {checkpoint.BEST} or {checkpoint.LAST} in {path.resolve()}; "
             "point it at a finished run's directory or a .ckpt file"
         )
-    raise DlrunError(f"init_from={source}: {path.resolve()} does not exist; give a run directory or a .ckpt file")
+    raise DlrunError(
+        f"init_from={source}: {path.resolve()} does not exist; give a run directory or a .ckpt file"
+    )
 
 
 def _skipped(key: str, prefixes: list[str]) -> bool:
