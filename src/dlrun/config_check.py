@@ -31,6 +31,8 @@ PLAIN_KEYS = {
     "model.input_size": Annotated[int, Min(1)] | None,
     "seed": int,
     "print_config": bool,
+    "init_from": str | None,
+    "init_skip": list[str] | None,
 }
 
 # Ranges of constructors whose signatures dlrun does not own, keyed by `_target_` (a key ending in "."
@@ -71,6 +73,8 @@ def check_config(cfg: DictConfig) -> None:
     """Raise DlrunError naming the first key whose value its consumer does not accept."""
     for path, annotation in PLAIN_KEYS.items():
         value = OmegaConf.select(cfg, path, default=_ABSENT)
+        if OmegaConf.is_config(value):  # a list (init_skip) is checked as the plain list it holds
+            value = OmegaConf.to_container(value, resolve=True)
         if value is not _ABSENT:
             _check_value(path, value, annotation, "", ())
     for group in GROUPS:

@@ -7,6 +7,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from dlrun import init_from
 from dlrun.console import print_summary
 from dlrun.engine.ranks import env_rank
 from dlrun.engine.seed import seed_everything
@@ -73,6 +74,8 @@ def run(cfg: DictConfig) -> float | None:
             f"mode={cfg.mode!r} is unknown; use {', '.join(['train', 'predict', 'translate', *MODES])}"
         )
     run_dir = Path(cfg.paths.output_dir)
+    if cfg.get("init_from"):  # a wrong path is said before any data is loaded
+        init_from.resolve(cfg.init_from)
     seed_everything(cfg.seed)
     data = build(cfg.data, "data")
     if cfg.trainer.get("kfold"):
@@ -98,6 +101,8 @@ def train_one(cfg: DictConfig, data, run_dir: Path, label: str | None = None) ->
     seed_everything(cfg.seed)
     trainer = build(trainer_node(cfg), "trainer", callbacks=build_callbacks(cfg))
     model = build(model_node(cfg), "model", **data.model_kwargs)
+    if cfg.get("init_from"):
+        init_from.load_into(model, cfg.init_from, cfg.get("init_skip"))
     task = build(cfg.task, "task")
     optimizer = build(cfg.optim, "optim")
     scheduler = build(cfg.sched.scheduler, "sched") if cfg.sched.scheduler is not None else None
