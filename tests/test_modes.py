@@ -91,30 +91,107 @@ def tiny_setup():
     return model, ClassificationTask(), data, partial(torch.optim.SGD, momentum=0.9), precision
 
 
-def test_lr_range_test_grows_the_lr_stops_on_divergence_and_leaves_the_model_alone():
+def test_lr_range_test_grows_the_lr_stops_on_divergence_and_leaves_model_optimizer_and_rng_alone():
     from dlrun.modes.lr_find import lr_range_test
 
     model, task, data, optimizer, precision = tiny_setup()
+    # buffers too (running stats must not move), and dropout draws from the global RNG
+    model = nn.Sequential(nn.Flatten(), nn.BatchNorm1d(64), nn.Dropout(0.1), model)
+    configured = optimizer(model.parameters(), lr=0.1)
+    task.training_step(model, next(iter(data.train_loader(epoch=1))))[0].backward()
+    configured.step()  # momentum buffers in the configured optimizer's state
     before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt_before = {i: s["momentum_buffer"].clone() for i, s in enumerate(configured.state.values())}
+    rng = torch.get_rng_state()
     result = lr_range_test(model, task, data, optimizer, precision, num_steps=60, min_lr=1e-4, max_lr=1e4)
     ratio = 1e8 ** (1 / 59)  # geometric steps from 1e-4 to 1e4 over 60 steps
     assert all(b == pytest.approx(a * ratio) for a, b in zip(result.lrs[:-1], result.lrs[1:], strict=True))
     assert len(result.lrs) < 60 and ("diverged" in result.stopped or "became" in result.stopped)
     assert result.low <= result.suggestion <= result.high < result.lrs[-1]
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert model.training  # the copy was put in train mode, not the model
+    after = {i: s["momentum_buffer"] for i, s in enumerate(configured.state.values())}
+    assert opt_before.keys() == after.keys() and all(torch.equal(opt_before[i], after[i]) for i in after)
+    assert configured.param_groups[0]["lr"] == 0.1
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+class _FullBatch:
+    """One batch, every epoch: full-batch gradient descent."""
+
+    def __init__(self, batch):
+        self.batch = batch
+
+    def train_loader(self, epoch):
+        return [self.batch]
+
+
+class _MSE:
+    automatic_optimization = True
+
+    def configure_optimizers(self, model, optimizer, scheduler):
+        return {"main": optimizer(model.parameters())}, {}
+
+    def training_step(self, model, batch):
+        x, y = batch
+        return ((model(x) - y) ** 2).mean(), {}, len(x)
+
+
+def test_suggestion_sits_below_the_lr_at_which_gradient_descent_diverges():
+    """Least squares, full batch, plain SGD: the loss is quadratic with Hessian H = 2 XᵀX / n, and gradient
+    descent diverges for lr > 2 / λmax(H). The range test must stop past that lr and suggest one below it."""
+    from functools import partial
+
+    from dlrun.engine.device import Precision
+    from dlrun.modes.lr_find import lr_range_test
+
+    torch.manual_seed(0)
+    x = torch.randn(256, 8) * torch.linspace(0.5, 3.0, 8)  # condition number ~36
+    y = x @ torch.randn(8, 1) + 0.1 * torch.randn(256, 1)
+    hessian = 2 * x.T @ x / len(x)
+    critical = 2 / torch.linalg.eigvalsh(hessian).max().item()
+    model = nn.Linear(8, 1, bias=False)
+    nn.init.zeros_(model.weight)
+    result = lr_range_test(
+        model,
+        _MSE(),
+        _FullBatch((x, y)),
+        partial(torch.optim.SGD),
+        Precision("32", torch.device("cpu")),
+        num_steps=200,
+        min_lr=1e-4,
+        max_lr=10,
+    )
+    assert "diverged" in result.stopped or "became" in result.stopped
+    assert result.lrs[-1] > critical  # it stopped only once the lr had passed the critical one
+    assert critical / 100 < result.suggestion < critical
+    # the valley ends past it: the smoothed loss lags the raw one (beta 0.98: ~35 steps, here ×8 in lr)
+    assert critical < result.high < 5 * critical
+    assert result.minimum < critical
 
 
 def test_valley_suggestion_lies_halfway_down_the_falling_stretch():
     from dlrun.modes.lr_find import suggest
 
-    lrs = [10 ** (i / 10) for i in range(60)]
-    # flat, falling from index 20 to 39, then rising
+    lrs = [10 ** (i / 10) for i in range(70)]
+    # flat, falling from index 20 to 39, then rising; suggest() drops the first 7 and the last 5 points
     losses = [2.0 + 0.001 * (i % 2) for i in range(20)] + [2.0 - 0.05 * i for i in range(1, 21)]
-    losses += [1.0 + 0.2 * i for i in range(1, 21)]
+    losses += [1.0 + 0.2 * i for i in range(1, 31)]
     suggestion, low, high = suggest(lrs, losses)
     assert high == lrs[39]  # the bottom
-    assert low == lrs[18]  # the last flat point above the fall starts the decreasing run
+    assert low == lrs[18]  # fastai counts the run's length back from its end: one flat point before the fall
     assert suggestion == lrs[18 + 7 + 3]  # fastai's valley: a third, and a sixth, of the way on
+
+
+def test_steep_and_minimum_follow_fastai():
+    from dlrun.modes.lr_find import steep_and_minimum
+
+    lrs = [10 ** (i / 10) for i in range(70)]
+    losses = [2.0] * 30 + [2.0 - 0.01 * i for i in range(1, 11)] + [1.9 - 0.2 * i for i in range(1, 4)]
+    losses += [1.3 + 0.1 * i for i in range(1, 28)]
+    steep, minimum = steep_and_minimum(lrs, losses)
+    assert steep == lrs[40]  # the fall of 0.2 per point starts there
+    assert minimum == pytest.approx(lrs[42] / 10)
 
 
 def test_lr_find_mode_writes_the_plot_and_prints_the_suggestion(compose_cfg, tmp_path, capsys):

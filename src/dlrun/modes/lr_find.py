@@ -1,12 +1,15 @@
 """mode=lr_find: the learning-rate range test (Smith 2015; fastai's and Lightning's lr_find).
 
 The lr grows exponentially from `min_lr` to `max_lr` over `num_steps` training steps; the loss is smoothed (an
-exponential moving average, bias-corrected) and the test stops once it exceeds `diverge` times its best. The
-range is the smoothed loss's valley (fastai's `valley`: its longest decreasing run), the suggestion halfway
-down it. Writes lr_find.png and lr_find.json. It trains a copy of the model with its own optimizer:
-the configured ones stay untouched.
+exponential moving average, bias-corrected, beta 0.98 as in fastai and Lightning) and the test stops once it
+exceeds `diverge` times its best (4, as both). The suggestion is fastai's default, `valley`, on the smoothed
+curve less its first tenth and last five points (as fastai trims it): the range is the valley (the longest
+decreasing run), the suggestion lies halfway down it. fastai's `steep` (the steepest fall per log-lr) and
+`minimum` (a tenth of the lr at the smoothed minimum) go to lr_find.json beside it. Writes lr_find.png and
+lr_find.json. It trains a copy of the model with its own optimizer, its RNG draws forked: the configured
+model, optimizer and random state stay untouched.
 
-Options: +lr_find.num_steps=100 +lr_find.min_lr=1e-5 +lr_find.max_lr=10 +lr_find.beta=0.9 +lr_find.diverge=4
+Options: +lr_find.num_steps=100 +lr_find.min_lr=1e-5 +lr_find.max_lr=10 +lr_find.beta=0.98 +lr_find.diverge=4
 """
 
 import copy
@@ -27,8 +30,9 @@ from dlrun.run import build, model_node
 
 log = logging.getLogger("dlrun")
 
-DEFAULTS = {"num_steps": 100, "min_lr": 1e-5, "max_lr": 10.0, "beta": 0.9, "diverge": 4.0}
-SKIP_START = 5  # fewer points than SKIP_START + 3: no suggestion
+DEFAULTS = {"num_steps": 100, "min_lr": 1e-5, "max_lr": 10.0, "beta": 0.98, "diverge": 4.0}
+SKIP_END = 5  # fastai drops the last 5 points and the first tenth before suggesting
+MIN_POINTS = 8  # fewer left: no suggestion
 
 
 @dataclass
@@ -36,10 +40,12 @@ class RangeTest:
     lrs: list[float]
     losses: list[float]  # smoothed
     raw_losses: list[float]
-    suggestion: float | None  # halfway down the valley
+    suggestion: float | None  # fastai's valley: halfway down it
     low: float | None  # the valley: where the smoothed loss starts falling ...
     high: float | None  # ... and where it stops
     stopped: str  # why the test ended
+    steep: float | None = None  # fastai's steep: the steepest fall of the smoothed loss per log-lr
+    minimum: float | None = None  # fastai's minimum: a tenth of the lr at the smoothed loss's minimum
 
 
 def run(cfg: DictConfig) -> RangeTest:
@@ -60,7 +66,7 @@ def run(cfg: DictConfig) -> RangeTest:
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "lr_find.json", asdict(result))
-    plot(result, out / "lr_find.png", f"{cfg.name}: lr range test")
+    plot(result, out / "lr_find.png", f"{cfg.name}: lr range test", configured=cfg.optim.get("lr"))
     if result.suggestion is None:
         log.warning("lr_find: no suggestion (%s); widen min_lr/max_lr or raise num_steps", result.stopped)
     else:
@@ -71,6 +77,7 @@ def run(cfg: DictConfig) -> RangeTest:
             result.low,
             result.high,
         )
+        log.info("lr_find: fastai's steep %.3g, minimum %.3g (lr_find.json)", result.steep, result.minimum)
         print(f"suggested optim.lr={result.suggestion:.3g}  (range {result.low:.3g}–{result.high:.3g})")
     log.info("outputs: %s (lr_find.png, lr_find.json)", out)
     return result
@@ -96,7 +103,7 @@ def lr_range_test(
     num_steps: int = 100,
     min_lr: float = 1e-5,
     max_lr: float = 10.0,
-    beta: float = 0.9,
+    beta: float = 0.98,
     diverge: float = 4.0,
 ) -> RangeTest:
     """Train a copy of `model` with `optimizer` (a partial, as the optim group builds it) at lr
@@ -105,6 +112,13 @@ def lr_range_test(
         raise DlrunError(
             f"mode=lr_find needs a task with one automatic optimizer; {type(task).__name__} has its own"
         )
+    with torch.random.fork_rng(devices=[precision.device] if precision.device.type == "cuda" else []):
+        return _range_test(model, task, data, optimizer, precision, num_steps, min_lr, max_lr, beta, diverge)
+
+
+def _range_test(
+    model, task, data, optimizer, precision, num_steps, min_lr, max_lr, beta, diverge
+) -> RangeTest:
     work = copy.deepcopy(model).train()
     optimizers, _ = task.configure_optimizers(work, optimizer, None)
     if len(optimizers) != 1:
@@ -139,7 +153,7 @@ def lr_range_test(
             stopped = f"the loss diverged at lr {lr:.3g} ({diverge:g}× its best)"
             break
     suggestion, low, high = suggest(lrs, smoothed)
-    return RangeTest(lrs, smoothed, raw, suggestion, low, high, stopped)
+    return RangeTest(lrs, smoothed, raw, suggestion, low, high, stopped, *steep_and_minimum(lrs, smoothed))
 
 
 def batches(data):
@@ -155,12 +169,19 @@ def batches(data):
         epoch += 1
 
 
+def trimmed(lrs: list[float], losses: list[float]) -> tuple[list[float], list[float]]:
+    """The points fastai suggests from: all but the first tenth and the last SKIP_END."""
+    start = len(lrs) // 10
+    return lrs[start : len(lrs) - SKIP_END], losses[start : len(losses) - SKIP_END]
+
+
 def suggest(lrs: list[float], losses: list[float]) -> tuple[float | None, float | None, float | None]:
-    """fastai's `valley`: the longest stretch over which the smoothed loss keeps falling (its longest
-    decreasing subsequence); the suggestion sits halfway down it (a third and a sixth of its steps).
-    Returns (suggestion, valley start, valley bottom)."""
+    """fastai's `valley` on the trimmed curve: the longest stretch over which the smoothed loss keeps falling
+    (its longest decreasing subsequence, which starts `run` points before its end, as fastai counts it);
+    the suggestion sits a third and a sixth of the way down it. Returns (suggestion, valley start, bottom)."""
+    lrs, losses = trimmed(lrs, losses)
     n = len(losses)
-    if n < SKIP_START + 3:
+    if n < MIN_POINTS:
         return None, None, None
     run = [1] * n  # the longest decreasing subsequence ending at i
     end = 0
@@ -170,15 +191,30 @@ def suggest(lrs: list[float], losses: list[float]) -> tuple[float | None, float 
                 run[i] = run[j] + 1
         if run[i] > run[end]:
             end = i
-    start = end - run[end] + 1
     if run[end] < 3:
         return None, None, None
+    start = max(end - run[end], 0)
     third = (end - start) / 3
     at = start + int(third) + int(third / 2)
     return lrs[at], lrs[start], lrs[end]
 
 
-def plot(result: RangeTest, path: Path, title: str) -> None:
+def steep_and_minimum(lrs: list[float], losses: list[float]) -> tuple[float | None, float | None]:
+    """fastai's `steep` (the lr where the smoothed loss falls fastest per unit of log-lr) and `minimum` (a
+    tenth of the lr at the smoothed loss's minimum), on the trimmed curve."""
+    lrs, losses = trimmed(lrs, losses)
+    if len(losses) < MIN_POINTS:
+        return None, None
+    slopes = [
+        (losses[i + 1] - losses[i]) / (math.log(lrs[i + 1]) - math.log(lrs[i])) for i in range(len(lrs) - 1)
+    ]
+    steep = lrs[min(range(len(slopes)), key=slopes.__getitem__)]
+    lowest = lrs[min(range(len(losses)), key=losses.__getitem__)]
+    return steep, lowest / 10
+
+
+def plot(result: RangeTest, path: Path, title: str, configured: float | None = None) -> None:
+    """Loss against lr; the valley, the suggestion and (dashed) the configured optim.lr marked."""
     from matplotlib.figure import Figure  # Agg through the OO API, as curves.png
 
     fig = Figure(figsize=(5.5, 3.8), layout="constrained")
@@ -195,6 +231,8 @@ def plot(result: RangeTest, path: Path, title: str) -> None:
             color="C3",
             label=f"suggestion {result.suggestion:.3g}",
         )
+    if configured is not None and result.lrs and result.lrs[0] <= configured <= result.lrs[-1] * 10:
+        ax.axvline(configured, color="0.3", linestyle="--", linewidth=0.8, label=f"optim.lr={configured:g}")
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
     ax.set_ylabel("training loss")
