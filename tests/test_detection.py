@@ -173,6 +173,22 @@ def test_banana_errors_are_one_line(tmp_path, rows, message):
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ([("0.png", 0, 8, 4, 24, 16), ("9.png", 0, 1, 1, 5, 5)], "label.csv:3: image 9.png not found"),
+        ([("0.png", 0, 8, 4, 40, 16)], "label.csv:2: box (8, 4, 40, 16) of 0.png is not inside its 32x32"),
+    ],
+)
+def test_dl_run_prints_one_line_for_a_bad_label_file(tmp_path, rows, message):
+    write_banana(tmp_path, "bananas_train", rows, {"0.png": (32, 32)})
+    args = ["experiment=d2l/ssd_banana", f"paths.data_dir={tmp_path}", "data.download=false", "logger=none"]
+    proc = run_cli(args, tmp_path, check=False)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0] and "Traceback" not in proc.stderr
+
+
 def test_missing_banana_folder_names_it(tmp_path):
     with pytest.raises(DlrunError, match="banana-detection not found; set data.download=true"):
         BananaData(root=tmp_path, download=False)

@@ -86,6 +86,17 @@ def write_voc(root, sizes: dict, bad_colour: bool = False):
     return voc
 
 
+def test_dl_run_prints_one_line_for_a_mask_with_an_unknown_colour(tmp_path):
+    write_voc(tmp_path, {"a": (40, 50)}, bad_colour=True)
+    args = ["data=voc_seg", "model=fcn", "task=segmentation", f"paths.data_dir={tmp_path}",
+            "data.download=false", "data.crop=[32,48]", "model.weights=null", "logger=none"]  # fmt: skip
+    proc = run_cli(args, tmp_path, check=False)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr
+    assert "a.png: pixel (0, 0) has colour (9, 9, 9), which is not in the VOC colormap" in errors[0]
+
+
 def test_voc_folder_is_read_filtered_and_cropped(tmp_path):
     write_voc(tmp_path, {"a": (40, 50), "b": (20, 50), "c": (36, 64)})
     data = VOCSegmentationData(root=tmp_path, batch_size=2, crop=[32, 48], download=False)
