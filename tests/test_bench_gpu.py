@@ -1,4 +1,4 @@
-"""scripts/bench_gpu.py: it says it needs CUDA and exits 0 without one, and its measurements run (on the CPU)."""
+"""scripts/bench_gpu.py: it says it needs CUDA and exits 0 without one; its measurements run on the CPU."""
 
 import json
 import os
