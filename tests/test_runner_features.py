@@ -72,6 +72,24 @@ def test_curves_png_plots_the_logged_series(tmp_path):
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_curves_join_validated_epochs_and_show_a_scheduled_lr(tmp_path):
+    history = [{"epoch": e, "train/loss": 1 / e, "lr": 0.1 / e} for e in range(1, 8)]
+    for h in history[2::3]:  # validated every 3 epochs, and after the last
+        h["val/loss"] = h["train/loss"] * 1.2
+    history[-1]["val/loss"] = 0.2
+    fig = plot_history(
+        history[:-1], tmp_path / "curves.png", "val/loss"
+    )  # mid-run: the last epoch unvalidated
+    loss_ax, lr_ax = fig.axes
+    val = next(line for line in loss_ax.get_lines() if line.get_label() == "val/loss")
+    assert list(val.get_xdata()) == [3, 6]  # one line through the validated epochs, no NaN gaps
+    assert list(lr_ax.get_lines()[0].get_ydata()) == [0.1 / e for e in range(1, 7)]
+    constant = [h | {"lr": 0.1} for h in history]
+    assert (
+        len(plot_history(constant, tmp_path / "c.png", "val/loss").axes) == 1
+    )  # no lr axis for a constant lr
+
+
 def test_a_run_writes_curves_and_stops_early(tmp_path):
     run_cli(
         [

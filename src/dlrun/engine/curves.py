@@ -1,4 +1,5 @@
-"""curves.png: the book's Animator plot (train/val loss and the main metric per epoch), drawn off-screen."""
+"""curves.png: the book's Animator plot (train/val loss and the main metric per epoch, the learning rate on a
+second axis when a schedule changes it), drawn off-screen."""
 
 import time
 from pathlib import Path
@@ -9,7 +10,7 @@ from dlrun.atomic import replacing
 def series_names(history: list[dict], main_metric: str) -> list[str]:
     """train/ and val/ losses (loss, loss_D, ...) and the monitored metric (val/acc: train/acc, val/acc)."""
     metric = main_metric.split("/", 1)[-1]
-    keys = history[-1].keys() if history else []
+    keys = dict.fromkeys(k for h in history for k in h)  # validated epochs add val/ keys
     return [
         k
         for k in keys
@@ -18,26 +19,41 @@ def series_names(history: list[dict], main_metric: str) -> list[str]:
     ]
 
 
+def points(history: list[dict], name: str) -> tuple[list, list]:
+    """(epochs, values) of the epochs that have `name`: validation every n epochs draws a line through
+    the validated epochs, not isolated dots between gaps."""
+    have = [h for h in history if h.get(name) is not None]
+    return [h["epoch"] for h in have], [h[name] for h in have]
+
+
 def plot_history(
     history: list[dict], path: Path, main_metric: str, log_scale: bool = False, title: str | None = None
-) -> None:
+):
+    """Draws and saves the figure, and returns it."""
     from matplotlib.figure import Figure  # Agg through the OO API: no display, no global pyplot state
 
     fig = Figure(figsize=(5.5, 3.8), layout="constrained")
     ax = fig.add_subplot()
-    epochs = [h["epoch"] for h in history]
     for name in series_names(history, main_metric):
         style = "-" if name.startswith("train/") else "--"
-        ax.plot(epochs, [h.get(name, float("nan")) for h in history], style, label=name)
+        ax.plot(*points(history, name), style, label=name)
     ax.set_xlabel("epoch")
     if log_scale:
         ax.set_yscale("log")
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    handles, labels = ax.get_legend_handles_labels()
+    epochs, lrs = points(history, "lr")
+    if len(set(lrs)) > 1:  # a schedule: the lr beside the losses
+        lr_ax = ax.twinx()
+        handles += lr_ax.plot(epochs, lrs, ":", color="gray", label="lr")
+        labels.append("lr")
+        lr_ax.set_ylabel("learning rate")
+    ax.legend(handles, labels)
     if title:
         ax.set_title(title, fontsize=9)
     with replacing(path, ".png") as tmp:
         fig.savefig(tmp, dpi=100)
+    return fig
 
 
 class CurvePlotter:
