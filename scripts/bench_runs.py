@@ -83,7 +83,7 @@ def timed(cmd: list[str], env: dict | None = None) -> tuple[float, subprocess.Co
 
 def dl_run(overrides: list[str], run_dir: Path) -> tuple[float, dict]:
     dl = str(Path(sys.executable).with_name("dl-run"))
-    wall, _ = timed([dl, *overrides, "logger=none", "print_config=false", f"hydra.run.dir={run_dir}"])
+    wall, _ = timed([dl, *overrides, f"hydra.run.dir={run_dir}"])  # as typed, in a run dir of ours
     return wall, json.loads((run_dir / "metrics.json").read_text())
 
 
