@@ -91,16 +91,16 @@ def first_below(ppl: list[float], bound: float) -> int | None:
     return next((epoch for epoch, p in enumerate(ppl, 1) if p < bound), None)
 
 
-def gru_rows(repeats: int) -> list[dict]:
+def gru_rows(repeats: int, one_thread: bool) -> list[dict]:
     rows = []
-    variants = ["bare", "bare_1thread", "dlrun"]
+    variants = ["bare", "bare_1thread", "dlrun"] if one_thread else ["bare", "dlrun"]
     for repeat in range(repeats):
-        for variant in variants[repeat % 3 :] + variants[: repeat % 3]:
+        for variant in variants[repeat % len(variants) :] + variants[: repeat % len(variants)]:
             if variant == "dlrun":
                 with tempfile.TemporaryDirectory() as tmp:
                     wall, summary = dl_run(["experiment=d2l/gru"], Path(tmp) / "run")
                 ppl = [h["train/ppl"] for h in summary["history"]]
-                threads = 1  # the experiment's trainer.num_threads
+                threads = summary.get("threads", "default")
             else:
                 threads = ["--threads", "1"] if variant == "bare_1thread" else []
                 wall, proc = timed([sys.executable, __file__, "--bare-gru", *threads])
@@ -153,7 +153,8 @@ def markdown(rows: list[dict], command: str) -> str:
     ]
     gru = [r for r in rows if r["row"] == "gru"]
     if gru:
-        bare = min(median([r["wall_s"] for r in gru if r["variant"] == v]) for v in ("bare", "bare_1thread"))
+        bares = {r["variant"] for r in gru} - {"dlrun"}
+        bare = min(median([r["wall_s"] for r in gru if r["variant"] == v]) for v in bares)
         lines += [
             "",
             "**The book's GRU, 500 epochs, whole processes** (bare: the book's loop written plainly):",
@@ -162,7 +163,7 @@ def markdown(rows: list[dict], command: str) -> str:
             "| first epoch with ppl < 1.1 |",
             "|---|---|---|---|---|---|---|",
         ]
-        for variant in ("bare", "bare_1thread", "dlrun"):
+        for variant in (*sorted(bares), "dlrun"):
             runs = [r for r in gru if r["variant"] == variant]
             wall = median([r["wall_s"] for r in runs])
             label = "`dl-run experiment=d2l/gru`" if variant == "dlrun" else variant.replace("_", ", ")
@@ -203,6 +204,7 @@ def main() -> None:
     )
     parser.add_argument("--rows", nargs="+", default=["gru", "lenet_fast"], choices=["gru", "lenet_fast"])
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--one-thread", action="store_true", help="also a bare GRU loop on one thread")
     parser.add_argument("--bare-gru", action="store_true", help="one bare GRU run; JSON on stdout")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=500, help="of the bare GRU run")
@@ -214,7 +216,7 @@ def main() -> None:
         return
     rows = []
     if "gru" in args.rows:
-        rows += gru_rows(args.repeats)
+        rows += gru_rows(args.repeats, args.one_thread)
     if "lenet_fast" in args.rows:
         rows += lenet_rows(args.repeats)
     if args.json:
