@@ -22,6 +22,7 @@ def worker_init(worker_id: int) -> None:
 def set_deterministic(enabled: bool) -> None:
     if enabled:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(enabled, warn_only=False)
+    if enabled or torch.are_deterministic_algorithms_enabled():  # the call imports inductor: 1.4 s
+        torch.use_deterministic_algorithms(enabled, warn_only=False)
     torch.backends.cudnn.benchmark = not enabled
     torch.backends.cudnn.deterministic = enabled
