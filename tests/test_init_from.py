@@ -91,7 +91,8 @@ def test_cli_fine_tunes_a_run_on_other_classes(tmp_path):
     proc = run_cli([*new_head, "init_skip=[11]"], tmp_path)
     loaded = f"init_from {pretrained / BEST}: loaded 8 of 10 tensors; fresh init (init_skip): "
     assert loaded + "11.weight, 11.bias" in proc.stdout + proc.stderr
-    finetuned = next((tmp_path / "outputs" / "ft").iterdir())
+    # the refused run above left a run dir holding only its log
+    finetuned = next(d for d in (tmp_path / "outputs" / "ft").iterdir() if (d / "metrics.json").exists())
     assert json.loads((finetuned / "metrics.json").read_text())["epochs"] == 1  # a fresh run, not a resume
     weights = torch.load(finetuned / LAST, weights_only=True)["model"]
     assert weights["11.weight"].shape == (4, 84)
