@@ -179,8 +179,10 @@ def test_valley_suggestion_lies_halfway_down_the_falling_stretch():
     losses += [1.0 + 0.2 * i for i in range(1, 31)]
     suggestion, low, high = suggest(lrs, losses)
     assert high == lrs[39]  # the bottom
-    assert low == lrs[18]  # fastai counts the run's length back from its end: one flat point before the fall
-    assert suggestion == lrs[18 + 7 + 3]  # fastai's valley: a third, and a sixth, of the way on
+    # the longest decreasing run is 2.001 (17), 2.0 (18), then the 20 falling points: 22 long; fastai counts
+    # that length back from the bottom: 39 - 22 = 17
+    assert low == lrs[17]
+    assert suggestion == lrs[17 + 7 + 3]  # fastai's valley: a third, and a sixth, of the (39 - 17) on
 
 
 def test_steep_and_minimum_follow_fastai():
