@@ -177,9 +177,15 @@ SINGLE = Distributed()
 
 
 def _destroy_process_group() -> None:
+    """At exit. A DDP wrapper left in a reference cycle (trainer <-> callbacks) would otherwise be freed at
+    interpreter shutdown, after its process group: gloo can then abort the process ("terminate called
+    without an active exception", seen once in CI at the end of a resumed two-rank run)."""
+    import gc
+
     import torch.distributed as dist
 
     if dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 
