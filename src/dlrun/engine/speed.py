@@ -7,12 +7,17 @@ import logging
 import torch
 from torch import Tensor, nn
 
+from dlrun.engine.device import AUTO
 from dlrun.errors import DlrunError
 
 log = logging.getLogger("dlrun")
 
 MATMUL_PRECISIONS = ("highest", "high", "medium")
-AUTO = "auto"
+# compile=auto per device type: (torch.compile's setting, what the log says); MPS and the rest: off
+AUTO_COMPILE = {
+    "cuda": ({"mode": "reduce-overhead"}, "mode reduce-overhead (CUDA graphs)"),
+    "cpu": (True, "inductor's defaults"),
+}
 
 
 def auto_compile(spec, device: torch.device):
@@ -20,8 +25,7 @@ def auto_compile(spec, device: torch.device):
     defaults; not on MPS, where inductor is experimental. Other values pass through."""
     if spec != AUTO:
         return spec
-    choice = {"cuda": {"mode": "reduce-overhead"}, "cpu": True}.get(device.type, False)
-    said = {True: "inductor's defaults", False: "off"}.get(choice) if not isinstance(choice, dict) else choice
+    choice, said = AUTO_COMPILE.get(device.type, (False, "off"))
     log.info("trainer.compile=auto: %s on %s", said, device.type)
     return choice
 
