@@ -5,14 +5,11 @@ from contextlib import AbstractContextManager
 
 import torch
 
+from dlrun import precision_names
 from dlrun.errors import DlrunError
+from dlrun.precision_names import AUTO
 
 log = logging.getLogger("dlrun")
-
-PRECISIONS = ("32", "bf16-mixed", "16-mixed")
-# Lightning's spellings of the same settings.
-PRECISION_ALIASES = {"32-true": "32", "bf16": "bf16-mixed", "16": "16-mixed"}
-AUTO = "auto"  # trainer=fast: chosen for the device (auto_precision)
 
 
 def select_device(spec: str = "auto") -> torch.device:
@@ -72,15 +69,7 @@ def auto_precision(precision: str | int, device: torch.device) -> str | int:
 class Precision:
     """`32`, `bf16-mixed` or `16-mixed` on a given device: an autocast context and a grad scaler."""
 
-    @staticmethod
-    def parse(precision: str | int) -> str:
-        """dlrun's name of a precision setting (Lightning's `32-true`, `bf16`, `16` included)."""
-        name = PRECISION_ALIASES.get(str(precision), str(precision))
-        if name not in (*PRECISIONS, AUTO):
-            raise ValueError(
-                f"one of {', '.join(PRECISIONS)}, {AUTO} (or Lightning's {', '.join(PRECISION_ALIASES)})"
-            )
-        return name
+    parse = staticmethod(precision_names.parse)
 
     def __init__(self, precision: str | int, device: torch.device):
         try:
