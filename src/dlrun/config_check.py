@@ -4,19 +4,30 @@ Every node with a `_target_` in the instantiable groups is checked against the t
 must be one of its parameters (unless it takes **kwargs) and each value must fit the parameter's annotation
 (typing.get_type_hints) and the ranges declared with typing.Annotated (dlrun.ranges: Min, Max, Parsed).
 Constructors dlrun cannot annotate (torch's, the engine's Trainer) get their ranges from EXTERNAL_RANGES.
-Resolving a `_target_` imports its module (torch, for most).
+Resolving a `_target_` imports its module (torch, for most); dlrun.signature_cache keeps what the check
+reads of it, so that a target checked before on this machine is checked again without importing it.
+Annotations are checked in their normalised form (signature_cache.shape_of), cached or not.
 """
 
-import inspect
-import types
-import typing
-from pathlib import PurePath
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Literal
 
 from omegaconf import DictConfig, OmegaConf
 
 from dlrun.errors import DlrunError, first_line
 from dlrun.ranges import Max, Min, OneOf, Parsed
+from dlrun.signature_cache import (
+    ANY,
+    NONE,
+    AnnotatedShape,
+    ClassShape,
+    LiteralShape,
+    Signature,
+    SignatureCache,
+    UnionShape,
+    read_signature,
+    shape_of,
+    value_type,
+)
 
 GROUPS = ("model", "data", "task", "optim", "sched.scheduler", "trainer", "logger")
 
@@ -34,6 +45,7 @@ PLAIN_KEYS = {
     "init_from": str | None,
     "init_skip": list[str] | None,
 }
+PLAIN_SHAPES = {path: shape_of(annotation) for path, annotation in PLAIN_KEYS.items()}
 
 # Ranges of constructors whose signatures dlrun does not own, keyed by `_target_` (a key ending in "."
 # covers a whole package). The rest of their checking (types, unknown keys) comes from their signatures.
@@ -48,7 +60,7 @@ EXTERNAL_RANGES: dict[str, dict[str, tuple]] = {
         "eps": NON_NEGATIVE,
     },
     "dlrun.engine.trainer.Trainer": {
-        "precision": (Parsed("dlrun.engine.device:Precision.parse"),),
+        "precision": (Parsed("dlrun.precision_names:parse"),),
         "device": (Parsed("dlrun.config_check:device_spec"),),
         "strategy": (OneOf("auto", "single", "ddp"),),
         "ddp_backend": (OneOf("auto", "gloo", "nccl"),),
@@ -71,61 +83,66 @@ _ABSENT = object()
 
 def check_config(cfg: DictConfig) -> None:
     """Raise DlrunError naming the first key whose value its consumer does not accept."""
-    for path, annotation in PLAIN_KEYS.items():
+    for path, shape in PLAIN_SHAPES.items():
         value = OmegaConf.select(cfg, path, default=_ABSENT)
         if OmegaConf.is_config(value):  # a list (init_skip) is checked as the plain list it holds
             value = OmegaConf.to_container(value, resolve=True)
         if value is not _ABSENT:
-            _check_value(path, value, annotation, "", ())
-    for group in GROUPS:
-        node = OmegaConf.select(cfg, group, default=None)
-        if node is None:
-            continue
-        tree = OmegaConf.to_container(node, resolve=True)
-        if isinstance(tree, dict):
-            _check_node(group, tree, NOT_ARGUMENTS.get(group, set()))
+            _check_value(path, value, shape, "", ())
+    cache = SignatureCache()
+    try:
+        for group in GROUPS:
+            node = OmegaConf.select(cfg, group, default=None)
+            if node is None:
+                continue
+            tree = OmegaConf.to_container(node, resolve=True)
+            if isinstance(tree, dict):
+                _check_node(cache, group, tree, NOT_ARGUMENTS.get(group, set()))
+    finally:
+        cache.save()
 
 
-def _check_node(path: str, node: dict, skip=()) -> None:
+def _check_node(cache: SignatureCache, path: str, node: dict, skip=()) -> None:
     """A `_target_` node against its target's signature; nested nodes on their own."""
     target = node.get("_target_")
     if target is None:
         for key, value in node.items():
             if isinstance(value, dict):
-                _check_node(f"{path}.{key}", value)
+                _check_node(cache, f"{path}.{key}", value)
         return
-    params, takes_kwargs, hints = _signature(path, target)
+    signature = _signature(cache, path, target)
     ranges = _external_ranges(target)
     for key, value in node.items():
         key_path = f"{path}.{key}"
         if key.startswith("_") or key in skip:
             continue
         if isinstance(value, dict):
-            _check_node(key_path, value)
-        if key not in params:
-            if takes_kwargs:
+            _check_node(cache, key_path, value)
+        if key not in signature.params:
+            if signature.takes_kwargs:
                 continue
-            allowed = ", ".join(name for name in params if name not in ("self", "params"))
+            allowed = ", ".join(name for name in signature.params if name not in ("self", "params"))
             raise DlrunError(f"{key_path} is not an argument of {target}; it takes: {allowed}")
         if value == "???":  # filled in at run time (data.model_kwargs)
             continue
-        if value is None and params[key].default is None:
+        if value is None and key in signature.none_default:
             continue
-        _check_value(key_path, value, hints.get(key, Any), f"{key} of {target} ", ranges.get(key, ()))
+        shape = signature.hints.get(key, ANY)
+        _check_value(key_path, value, shape, f"{key} of {target} ", ranges.get(key, ()))
 
 
-def _check_value(key_path: str, value, annotation, whose: str, extra_ranges: tuple) -> None:
+def _check_value(key_path: str, value, shape, whose: str, extra_ranges: tuple) -> None:
     def reject(allowed: str):
         shown = "null" if value is None else value
         raise DlrunError(f"{key_path}={shown} is not allowed: {whose}must be {allowed}")
 
     if isinstance(value, dict) and "_target_" in value:
         return  # instantiated from its own node
-    if not _fits(value, annotation):
-        reject(_describe(annotation))
+    if not _fits(value, shape):
+        reject(_describe(shape))
     if value is None:
         return
-    for rule in (*_metadata(annotation, value), *extra_ranges):
+    for rule in (*_metadata(shape, value), *extra_ranges):
         if isinstance(rule, (Min, Max)):
             if _is_number(value) and not rule.allows(value):
                 reject(str(rule))
@@ -138,26 +155,19 @@ def _check_value(key_path: str, value, annotation, whose: str, extra_ranges: tup
                 reject(problem)
 
 
-def _signature(path: str, target: str) -> tuple[dict, bool, dict]:
+def _signature(cache: SignatureCache, path: str, target: str) -> Signature:
+    signature = cache.get(target)
+    if signature is not None:
+        return signature
     from hydra.utils import get_object
 
     try:
         obj = get_object(target)
     except Exception as err:  # noqa: BLE001 - any import failure is the user's _target_
         raise DlrunError(f"{path}._target_={target} cannot be imported: {first_line(err)}") from None
-    func = obj.__init__ if inspect.isclass(obj) else obj
-    try:
-        signature = inspect.signature(obj)
-    except (TypeError, ValueError):
-        return {}, True, {}
-    params = dict(signature.parameters)
-    takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    try:
-        hints = typing.get_type_hints(func, include_extras=True)
-    except Exception:  # noqa: BLE001 - unresolvable forward references: fall back to what is there
-        hints = {k: p.annotation for k, p in params.items() if not isinstance(p.annotation, str)}
-    hints = {k: v for k, v in hints.items() if v is not inspect.Parameter.empty}
-    return params, takes_kwargs, hints
+    signature = read_signature(obj)
+    cache.put(target, signature, obj)
+    return signature
 
 
 def _external_ranges(target: str) -> dict[str, tuple]:
@@ -172,66 +182,43 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _fits(value, annotation) -> bool:
-    """Whether a config value (a YAML scalar, list or dict) fits a type annotation."""
-    if annotation is Any or isinstance(annotation, (typing.TypeVar, str)):
-        return True
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin is Annotated:
-        return _fits(value, args[0])
-    if origin in (Union, types.UnionType):
-        return any(_fits(value, arg) for arg in args)
-    if origin is Literal:
-        return any(value == arg and type(value) is type(arg) for arg in args)
-    if annotation is None or annotation is type(None):
+def _fits(value, shape) -> bool:
+    """Whether a config value (a YAML scalar, list or dict) fits an annotation's shape."""
+    if isinstance(shape, AnnotatedShape):
+        return _fits(value, shape.base)
+    if isinstance(shape, UnionShape):
+        return any(_fits(value, member) for member in shape.members)
+    if isinstance(shape, LiteralShape):
+        return any(value == v and type(value) is type(v) for v in shape.values)
+    if shape == NONE:
         return value is None
-    if isinstance(value, dict) and "_target_" in value:
+    if not isinstance(shape, ClassShape) or (isinstance(value, dict) and "_target_" in value):
         return True
-    kind = origin or annotation
-    if not isinstance(kind, type):
-        return True  # Callable[...], Protocols, ...: nothing a YAML scalar can be checked against
-    if kind is bool:
-        return isinstance(value, bool)
-    if isinstance(value, bool):
-        return kind is object
-    if kind is float:
-        return isinstance(value, (int, float))
-    if kind in (str, PurePath) or issubclass(kind, PurePath):
-        return isinstance(value, str)
-    if kind in (list, tuple, typing.Sequence) or (origin is not None and issubclass(kind, (list, tuple))):
-        return isinstance(value, (list, tuple))
-    try:
-        return isinstance(value, kind)
-    except TypeError:
-        return True
+    kind = value_type(value)
+    return kind is None or kind in shape.accepts
 
 
-def _metadata(annotation, value) -> list:
+def _metadata(shape, value) -> list:
     """The Annotated metadata that applies to `value` (in a union: of the member it fits)."""
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin is Annotated:
-        return list(annotation.__metadata__) + _metadata(args[0], value)
-    if origin in (Union, types.UnionType):
-        for arg in args:
-            if _fits(value, arg):
-                return _metadata(arg, value)
+    if isinstance(shape, AnnotatedShape):
+        return list(shape.rules) + _metadata(shape.base, value)
+    if isinstance(shape, UnionShape):
+        for member in shape.members:
+            if _fits(value, member):
+                return _metadata(member, value)
     return []
 
 
-def _describe(annotation) -> str:
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin is Annotated:
-        return " ".join([_describe(args[0]), *(str(m) for m in annotation.__metadata__)])
-    if origin in (Union, types.UnionType):
-        return " or ".join(_describe(arg) for arg in args)
-    if origin is Literal:
-        return "one of " + ", ".join(str(arg) for arg in args)
-    if annotation is None or annotation is type(None):
+def _describe(shape) -> str:
+    if isinstance(shape, AnnotatedShape):
+        return " ".join([_describe(shape.base), *(str(rule) for rule in shape.rules)])
+    if isinstance(shape, UnionShape):
+        return " or ".join(_describe(member) for member in shape.members)
+    if isinstance(shape, LiteralShape):
+        return "one of " + ", ".join(str(v) for v in shape.values)
+    if shape == NONE:
         return "null"
-    return getattr(annotation, "__name__", str(annotation).replace("typing.", ""))
+    return shape.name if isinstance(shape, ClassShape) else "Any"
 
 
 # trainer.device without importing torch (engine/device.py checks it against the hardware later).
