@@ -231,6 +231,13 @@ def _key(target: str) -> str | None:
     return f"{target} {where}"
 
 
+def _present(entry) -> bool:
+    try:
+        return all(os.path.exists(path) for path, _, _ in entry["files"])
+    except (TypeError, KeyError, ValueError):
+        return False
+
+
 class SignatureCache:
     """The cache file, read once; save() writes it back if put() added entries."""
 
@@ -283,6 +290,8 @@ class SignatureCache:
     def save(self) -> None:
         if not self.changed:
             return
+        # Entries of files gone (a test's temporary module, an uninstalled package) would only pile up.
+        self.entries = {key: entry for key, entry in self.entries.items() if _present(entry)}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with replacing(self.path) as tmp:
