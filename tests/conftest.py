@@ -1,6 +1,9 @@
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
 import dlrun.resolvers  # noqa: F401  (${coalesce:}, ${minus:}, ${run_id:})
+
+# dlrun.signature_cache: tests, and the dl-run subprocesses they start, use their own cache, not ~/.cache/dlrun.
+if "DLRUN_CACHE_DIR" not in os.environ:
+    os.environ["DLRUN_CACHE_DIR"] = tempfile.mkdtemp(prefix="dlrun-cache-")
+    atexit.register(shutil.rmtree, os.environ["DLRUN_CACHE_DIR"], ignore_errors=True)
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 # The real data sets beside the checkout (CI has them; a user's clone may not).
