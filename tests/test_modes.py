@@ -116,6 +116,44 @@ def test_lr_range_test_grows_the_lr_stops_on_divergence_and_leaves_model_optimiz
     assert torch.equal(torch.get_rng_state(), rng)
 
 
+def test_classification_chance_loss_is_ln_classes_and_moves_nothing():
+    import math
+
+    from dlrun.tasks.classification import ClassificationTask
+
+    model, task, data, _, _ = tiny_setup()
+    model = nn.Sequential(nn.Flatten(), nn.BatchNorm1d(64), model).train()
+    batch = next(iter(data.train_loader(epoch=1)))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert task.chance_loss(model, batch) == pytest.approx(math.log(10))
+    assert ClassificationTask(loss_reduction="sum").chance_loss(model, batch) == pytest.approx(32 * math.log(10))
+    assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_range_test_that_never_gets_below_chance_suggests_nothing():
+    """lrs too small to move the model: the loss stays at its initial level, above ln(10); a curve that only
+    shows noise on a plateau must not yield an lr. The same model over a wide range does learn."""
+    import math
+
+    from dlrun.modes.lr_find import learned, lr_range_test
+
+    model, task, data, optimizer, precision = tiny_setup()
+    stuck = lr_range_test(model, task, data, optimizer, precision, num_steps=40, min_lr=1e-9, max_lr=1e-7)
+    assert stuck.chance == pytest.approx(math.log(10)) and min(stuck.losses) > stuck.chance
+    assert not learned(stuck) and stuck.suggestion is None and stuck.low is None
+    moving = lr_range_test(model, task, data, optimizer, precision, num_steps=40, min_lr=1e-3, max_lr=10)
+    assert learned(moving) and moving.suggestion is not None
+
+
+def test_lr_find_mode_says_to_run_longer_when_the_loss_never_leaves_chance(compose_cfg, tmp_path, caplog):
+    lr_find = ["+lr_find.num_steps=12", "+lr_find.min_lr=1e-9", "+lr_find.max_lr=1e-8"]
+    cfg = compose_cfg([*SMOKE, "mode=lr_find", *lr_find])
+    with caplog.at_level("WARNING", logger="dlrun"):
+        run(cfg)
+    assert "never got below chance" in caplog.text and "+lr_find.num_steps=48 or more" in caplog.text
+    assert json.loads((tmp_path / "run" / "lr_find.json").read_text())["suggestion"] is None
+
+
 class _FullBatch:
     """One batch, every epoch: full-batch gradient descent."""
 

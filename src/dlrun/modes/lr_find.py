@@ -5,9 +5,15 @@ exponential moving average, bias-corrected, beta 0.98 as in fastai and Lightning
 exceeds `diverge` times its best (4, as both). The suggestion is fastai's default, `valley`, on the smoothed
 curve less its first tenth and last five points (as fastai trims it): the range is the valley (the longest
 decreasing run), the suggestion lies halfway down it. fastai's `steep` (the steepest fall per log-lr) and
-`minimum` (a tenth of the lr at the smoothed minimum) go to lr_find.json beside it. Writes lr_find.png and
-lr_find.json. It trains a copy of the model with its own optimizer, its RNG draws forked: the configured
-model, optimizer and random state stay untouched.
+`minimum` (a tenth of the lr at the smoothed minimum) go to lr_find.json beside it.
+
+A test whose smoothed loss never gets below the task's chance level (a classifier's ln(classes)) saw the model
+learn nothing from its inputs: every lr left it where a uniform guess is, so the curve cannot rank lrs. Then
+there is no suggestion, and the warning says to run the test longer (the book's sigmoid LeNet sits at chance
+for ~1,000 steps; docs/lr_find.md).
+
+Writes lr_find.png and lr_find.json. It trains a copy of the model with its own optimizer, its RNG draws
+forked: the configured model, optimizer and random state stay untouched.
 
 Options: +lr_find.num_steps=100 +lr_find.min_lr=1e-5 +lr_find.max_lr=10 +lr_find.beta=0.98 +lr_find.diverge=4
 """
@@ -33,6 +39,7 @@ log = logging.getLogger("dlrun")
 DEFAULTS = {"num_steps": 100, "min_lr": 1e-5, "max_lr": 10.0, "beta": 0.98, "diverge": 4.0}
 SKIP_END = 5  # fastai drops the last 5 points and the first tenth before suggesting
 MIN_POINTS = 8  # fewer left: no suggestion
+LEARNED = 0.99  # the smoothed loss must get below 0.99 × chance: more than a plateau's noise
 
 
 @dataclass
@@ -46,6 +53,7 @@ class RangeTest:
     stopped: str  # why the test ended
     steep: float | None = None  # fastai's steep: the steepest fall of the smoothed loss per log-lr
     minimum: float | None = None  # fastai's minimum: a tenth of the lr at the smoothed loss's minimum
+    chance: float | None = None  # the task's loss for a uniform guess; None where it has none
 
 
 def run(cfg: DictConfig) -> RangeTest:
@@ -67,7 +75,16 @@ def run(cfg: DictConfig) -> RangeTest:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "lr_find.json", asdict(result))
     plot(result, out / "lr_find.png", f"{cfg.name}: lr range test", configured=cfg.optim.get("lr"))
-    if result.suggestion is None:
+    if result.suggestion is None and not learned(result):
+        log.warning(
+            "lr_find: no suggestion: the smoothed loss never got below chance (%.4g, a uniform guess) in %d "
+            "steps, so the model learned nothing the test could rank lrs by; run it longer: "
+            "+lr_find.num_steps=%d or more",
+            result.chance,
+            len(result.lrs),
+            4 * len(result.lrs),
+        )
+    elif result.suggestion is None:
         log.warning("lr_find: no suggestion (%s); widen min_lr/max_lr or raise num_steps", result.stopped)
     else:
         log.info(
@@ -127,9 +144,12 @@ def _range_test(
     scaler = torch.amp.GradScaler(precision.device.type, enabled=precision.name == "16-mixed")
     lrs, smoothed, raw = [], [], []
     average, best, stopped = 0.0, math.inf, f"reached max_lr after {num_steps} steps"
+    chance = None
     for step, batch in enumerate(batches(data)):
         if step == num_steps:
             break
+        if step == 0 and hasattr(task, "chance_loss"):
+            chance = task.chance_loss(work, batch)
         lr = min_lr * (max_lr / min_lr) ** (step / (num_steps - 1))
         for group in opt.param_groups:
             group["lr"] = lr
@@ -152,8 +172,16 @@ def _range_test(
         if loss_s > diverge * best:
             stopped = f"the loss diverged at lr {lr:.3g} ({diverge:g}× its best)"
             break
-    suggestion, low, high = suggest(lrs, smoothed)
-    return RangeTest(lrs, smoothed, raw, suggestion, low, high, stopped, *steep_and_minimum(lrs, smoothed))
+    steep, minimum = steep_and_minimum(lrs, smoothed)
+    result = RangeTest(lrs, smoothed, raw, None, None, None, stopped, steep, minimum, chance)
+    if learned(result):
+        result.suggestion, result.low, result.high = suggest(lrs, smoothed)
+    return result
+
+
+def learned(result: RangeTest) -> bool:
+    """Whether the smoothed loss got clearly below the task's chance level (True for tasks without one)."""
+    return result.chance is None or (bool(result.losses) and min(result.losses) < LEARNED * result.chance)
 
 
 def batches(data):
@@ -221,6 +249,8 @@ def plot(result: RangeTest, path: Path, title: str, configured: float | None = N
     ax = fig.add_subplot()
     ax.plot(result.lrs, result.raw_losses, color="0.8", linewidth=0.8, label="loss")
     ax.plot(result.lrs, result.losses, color="C0", label="smoothed loss")
+    if result.chance is not None:
+        ax.axhline(result.chance, color="C1", linestyle=":", linewidth=1, label=f"chance {result.chance:.3g}")
     if result.suggestion is not None:
         ax.axvspan(result.low, result.high, color="C2", alpha=0.12, label="valley")
         at = result.lrs.index(result.suggestion)
@@ -236,8 +266,9 @@ def plot(result: RangeTest, path: Path, title: str, configured: float | None = N
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
     ax.set_ylabel("training loss")
-    if result.losses:  # the smoothed curve fills the plot; raw spikes may leave it
-        low, high = min(result.losses), max(result.losses)
+    if result.losses:  # the smoothed curve (and chance) fill the plot; raw spikes may leave it
+        shown = result.losses + ([result.chance] if result.chance is not None else [])
+        low, high = min(shown), max(shown)
         ax.set_ylim(low - 0.1 * (high - low) - 1e-3, high + 0.3 * (high - low) + 1e-3)
     ax.set_title(title)
     ax.legend(fontsize=8)

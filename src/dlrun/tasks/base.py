@@ -27,6 +27,8 @@ class Task:
     - Hooks, all no-ops here, get the model and a FitContext (run_dir, logger, data, epoch):
       on_fit_start, on_train_epoch_start, on_validation_start, on_epoch_end, on_fit_end.
     - `predict(model, data, run_dir)`: mode=predict; tasks without it have no predict mode.
+    - `chance_loss(model, batch)`: the training loss of a model that has learned nothing from its inputs,
+      where the task has one (classification: ln of the number of classes); None here.
     """
 
     monitor: str | None = "val/loss"
@@ -50,6 +52,11 @@ class Task:
         """(optimizers by name, schedulers by name); `optimizer`/`scheduler` are the config's partials."""
         opt: Optimizer = optimizer(model.parameters())
         return {"default": opt}, ({"default": scheduler(opt)} if scheduler is not None else {})
+
+    def chance_loss(self, model: nn.Module, batch) -> float | None:
+        """The loss of a uniform guess on `batch` (mode=lr_find: a test whose loss never gets below it saw
+        no learning). None: the task has no such level."""
+        return None
 
     # ------------------------------------------------------------------ hooks
     def on_fit_start(self, model: nn.Module, ctx: FitContext) -> None:

@@ -1,5 +1,6 @@
 import csv
 import logging
+import math
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -72,6 +73,21 @@ class ClassificationTask(Task):
 
     def step(self, model: nn.Module, batch) -> tuple[Tensor, dict[str, Tensor], int]:
         return self.forward(model, batch)[:3]
+
+    def chance_loss(self, model: nn.Module, batch) -> float | None:
+        """ln(classes), the cross-entropy of a uniform guess (label smoothing leaves it so), times the batch
+        size under loss_reduction=sum. The number of classes is read off one example's logits."""
+        x, y = batch
+        if not isinstance(x, Tensor):
+            return None
+        was_training = model.training
+        model.eval()  # no BatchNorm statistics move
+        with torch.no_grad():
+            logits = model(x[:1])
+        model.train(was_training)
+        if logits.dim() != 2 or logits.shape[1] < 2:
+            return None
+        return math.log(logits.shape[1]) * (len(y) if self.loss_reduction == "sum" else 1)
 
     def on_validation_start(self, model: nn.Module, ctx: FitContext) -> None:
         self.confusion = None
