@@ -15,7 +15,7 @@ from omegaconf import open_dict
 
 import dlrun.resolvers  # noqa: F401  (${coalesce:}, ${minus:}, ${run_id:})
 
-# dlrun.signature_cache: tests, and the dl-run subprocesses they start, use their own cache, not ~/.cache/dlrun.
+# dlrun.signature_cache: tests and the dl-run processes they start use their own cache, not ~/.cache.
 if "DLRUN_CACHE_DIR" not in os.environ:
     os.environ["DLRUN_CACHE_DIR"] = tempfile.mkdtemp(prefix="dlrun-cache-")
     atexit.register(shutil.rmtree, os.environ["DLRUN_CACHE_DIR"], ignore_errors=True)

@@ -10,12 +10,13 @@ decreasing run), the suggestion lies halfway down it. fastai's `steep` (the stee
 A test whose smoothed loss never gets below the task's chance level (a classifier's ln(classes)) saw the model
 learn nothing from its inputs: every lr left it where a uniform guess is, so the curve cannot rank lrs. Then
 there is no suggestion, and the warning says to run the test longer (the book's sigmoid LeNet sits at chance
-for ~1,000 steps; docs/lr_find.md).
+for the first ~1,700 steps of a test; docs/lr_find.md).
 
 Writes lr_find.png and lr_find.json. It trains a copy of the model with its own optimizer, its RNG draws
 forked: the configured model, optimizer and random state stay untouched.
 
-Options: +lr_find.num_steps=100 +lr_find.min_lr=1e-5 +lr_find.max_lr=10 +lr_find.beta=0.98 +lr_find.diverge=4
+Options (++ adds or overrides): ++lr_find.num_steps=100 ++lr_find.min_lr=1e-5 ++lr_find.max_lr=10 ++lr_find.beta=0.98
+++lr_find.diverge=4
 """
 
 import copy
@@ -79,7 +80,7 @@ def run(cfg: DictConfig) -> RangeTest:
         log.warning(
             "lr_find: no suggestion: the smoothed loss never got below chance (%.4g, a uniform guess) in %d "
             "steps, so the model learned nothing the test could rank lrs by; run it longer: "
-            "+lr_find.num_steps=%d or more",
+            "++lr_find.num_steps=%d or more",
             result.chance,
             len(result.lrs),
             4 * len(result.lrs),
