@@ -15,8 +15,8 @@ for the first ~1,700 steps of a test; docs/lr_find.md).
 Writes lr_find.png and lr_find.json. It trains a copy of the model with its own optimizer, its RNG draws
 forked: the configured model, optimizer and random state stay untouched.
 
-Options (++ adds or overrides): ++lr_find.num_steps=100 ++lr_find.min_lr=1e-5 ++lr_find.max_lr=10 ++lr_find.beta=0.98
-++lr_find.diverge=4
+Options (++ adds or overrides): ++lr_find.num_steps=100 ++lr_find.min_lr=1e-5 ++lr_find.max_lr=10
+++lr_find.beta=0.98 ++lr_find.diverge=4
 """
 
 import copy
